@@ -1,0 +1,205 @@
+"""After-commit broadcasting of record changes and publishes.
+
+``post_save``/``post_delete`` of a table model encode the frame once (at save time, so
+later changes to the instance do not leak in) and register a ``transaction.on_commit``
+callback that hands it to ``submit``. A rolled-back transaction therefore sends nothing,
+and several saves in one transaction go out in order when it commits.
+
+``submit`` never blocks and never raises: saving must not fail, wait or lose its write
+because broadcasting failed. With a process-local layer the frame goes straight to this
+process's hubs. With a layer that reaches other processes (Redis) it goes to a single
+background sender per process, which owns one event loop (so one connection pool, not
+one per save), sends in submission order, and is flushed when the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import logging
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import models, transaction
+
+from . import hub, metrics, protocol, tables
+from .conf import settings
+
+logger = logging.getLogger("harper_resources")
+
+
+# Signal receivers ----------------------------------------------------------------------
+
+
+def on_post_save(sender: type[models.Model], instance: models.Model, raw: bool = False, using: str = "default", **kwargs: Any) -> None:
+    """Broadcast a ``put`` of ``instance`` once the current transaction commits."""
+    if raw or not tables.is_table(sender):
+        return
+    try:
+        frame = tables.put_frame(instance)
+    except Exception:
+        metrics.throttled_warning("encode_failed", "harper_resources: could not encode %r; not broadcast", instance, exc_info=True)
+        return
+    _after_commit(sender, instance.pk, frame, using)
+
+
+def on_post_delete(sender: type[models.Model], instance: models.Model, using: str = "default", **kwargs: Any) -> None:
+    """Broadcast a ``delete`` of ``instance`` once the current transaction commits."""
+    if not tables.is_table(sender):
+        return
+    try:
+        frame = protocol.delete_frame(instance.pk, protocol.now_ms())
+    except Exception:
+        metrics.throttled_warning("encode_failed", "harper_resources: could not encode the delete of %r", instance, exc_info=True)
+        return
+    _after_commit(sender, instance.pk, frame, using)
+
+
+def _after_commit(model: type[models.Model], pk: Any, frame: str, using: str) -> None:
+    groups = record_groups(tables.table_name(model), tables.key(pk))
+    transaction.on_commit(lambda: submit(groups, frame), using=using, robust=True)
+
+
+def record_groups(table: str, key: str) -> tuple[str, str]:
+    """The groups a frame of record ``key`` goes to: its table's and its own."""
+    return protocol.table_group(table), protocol.record_group(table, key)
+
+
+# Publish -------------------------------------------------------------------------------
+
+
+def publish(target: Any, pk: Any, message: Any, *, using: str | None = None) -> None:
+    """Send ``message`` as a ``message`` frame to every subscriber of record ``pk`` of
+    ``target`` (a model class or instance, or a ``Resource`` class), in every process.
+    The record is not changed.
+
+    For sync code (views, admin actions, tasks); resources use ``await self.publish()``.
+    Inside ``transaction.atomic`` it is sent when the transaction commits, and not at all
+    if it rolls back. Raises ``ValueError`` if ``pk`` can never be a key of the model,
+    ``TypeError`` if ``message`` cannot be encoded as JSON.
+    """
+    groups, frame = message_event(target, pk, message)
+    transaction.on_commit(lambda: submit(groups, frame), using=using, robust=True)
+
+
+def message_event(target: Any, pk: Any, message: Any) -> tuple[tuple[str, str], str]:
+    """The groups and encoded ``message`` frame of a publish to record ``pk`` of ``target``."""
+    if isinstance(target, models.Model):
+        model: type[models.Model] | None = type(target)
+    elif isinstance(target, type) and issubclass(target, models.Model):
+        model = target
+    else:
+        model = getattr(target, "model", None)
+    if model is None:
+        table, key = target.table_name(), tables.key(pk)
+    else:
+        pk = tables.parse_pk(model, pk)
+        table, key = tables.table_name(model), tables.key(pk)
+    return record_groups(table, key), protocol.message_frame(pk, message, protocol.now_ms())
+
+
+# Delivery ------------------------------------------------------------------------------
+
+
+def submit(groups: Iterable[str], frame: str) -> None:
+    """Hand ``frame`` to the subscribers of each of ``groups``. Never blocks or raises."""
+    try:
+        layer = hub.channel_layer()
+        if hub.is_process_local(layer):
+            for group in groups:
+                hub.deliver_locally(group, frame)
+        else:
+            _sender().submit([(group, protocol.event(group, frame)) for group in groups])
+    except Exception:
+        metrics.throttled_warning("broadcast_failed", "harper_resources: broadcast failed", exc_info=True)
+
+
+class LayerSender:
+    """One background thread with its own event loop that sends events to the channel
+    layer in submission order. The queue is bounded (``BROADCAST_QUEUE_SIZE``); beyond
+    it events are dropped, counted (``broadcast_dropped``) and logged at most every 10 s.
+    """
+
+    def __init__(self, alias: str, maxsize: int) -> None:
+        self.alias = alias
+        self.maxsize = maxsize
+        self._queue: collections.deque[list[tuple[str, dict[str, Any]]]] = collections.deque()
+        self._pending = 0
+        self._idle = threading.Condition()
+        self._loop = asyncio.new_event_loop()
+        self._wakeup = asyncio.Event()
+        self._thread = threading.Thread(target=self._run, name="harper-broadcast", daemon=True)
+        self._thread.start()
+
+    def submit(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        with self._idle:
+            if self._pending >= self.maxsize:
+                metrics.throttled_warning("broadcast_dropped", "harper_resources: broadcast queue full; change dropped")
+                return
+            self._pending += 1
+            self._queue.append(events)
+        self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every submitted event was handed to the layer. False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._send_forever())
+
+    async def _send_forever(self) -> None:
+        from channels.layers import get_channel_layer
+
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                events = self._queue.popleft()
+                layer = get_channel_layer(self.alias)
+                for group, message in events:
+                    try:
+                        await layer.group_send(group, message)  # type: ignore[union-attr]
+                    except Exception:
+                        metrics.throttled_warning(
+                            "broadcast_failed", "harper_resources: channel layer group_send failed", exc_info=True
+                        )
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
+
+
+_sender_instance: LayerSender | None = None
+_sender_lock = threading.Lock()
+
+
+def _sender() -> LayerSender:
+    global _sender_instance
+    alias = settings.CHANNEL_LAYER
+    sender = _sender_instance
+    if sender is None or sender.alias != alias:
+        with _sender_lock:
+            if _sender_instance is None or _sender_instance.alias != alias:
+                if _sender_instance is None:
+                    atexit.register(flush)
+                _sender_instance = LayerSender(alias, settings.BROADCAST_QUEUE_SIZE)
+            sender = _sender_instance
+    return sender
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Wait until this process's queued broadcasts reached the channel layer.
+
+    Runs at interpreter exit, so a script that saves and exits still delivers. Returns
+    False if ``timeout`` (default ``EXIT_FLUSH_TIMEOUT``) passed first.
+    """
+    sender = _sender_instance
+    if sender is None:
+        return True
+    ok = sender.flush(settings.EXIT_FLUSH_TIMEOUT if timeout is None else timeout)
+    if not ok:
+        logger.warning("harper_resources: exiting with broadcasts not yet sent")
+    return ok

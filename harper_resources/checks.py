@@ -1,0 +1,94 @@
+"""System checks for configuration a user can get wrong. Ids are stable:
+
+- ``harper_resources.E001``: the channel layer alias is not configured.
+- ``harper_resources.E002``: a Resource's ``model`` is not a concrete Django model.
+- ``harper_resources.E003``: a ``HARPER_RESOURCES_*`` setting has a bad value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core import checks
+from django.db import models
+
+from .conf import DEFAULTS, PREFIX, settings
+
+
+@checks.register()
+def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    alias = settings.CHANNEL_LAYER
+    layers = getattr(django_settings, "CHANNEL_LAYERS", None) or {}
+    if alias not in layers:
+        return [
+            checks.Error(
+                f"CHANNEL_LAYERS has no {alias!r} alias, so record changes cannot reach any connection.",
+                hint=(
+                    'Add CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}} for one '
+                    "process, or channels_redis.core.RedisChannelLayer for several; or point "
+                    "HARPER_RESOURCES_CHANNEL_LAYER at an alias you have."
+                ),
+                id="harper_resources.E001",
+            )
+        ]
+    return []
+
+
+def _all_resources() -> list[type]:
+    from .consumers import Resource
+
+    found: list[type] = []
+    pending = list(Resource.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+@checks.register()
+def check_resources(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    for cls in _all_resources():
+        model = cls.model
+        if model is None:
+            continue
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        if not (isinstance(model, type) and issubclass(model, models.Model)) or model._meta.abstract:
+            errors.append(
+                checks.Error(
+                    f"{name}.model is {model!r}, not a concrete Django model class.",
+                    hint="Set model to a model class (class DogResource(Resource): model = Dog), or leave it "
+                    "None for a plain resource.",
+                    obj=cls,
+                    id="harper_resources.E002",
+                )
+            )
+    return errors
+
+
+_POSITIVE_INTS = ("COLLECTION_LIMIT", "MAX_MESSAGE_BYTES", "SEND_QUEUE_SIZE", "RECEIVE_QUEUE_SIZE", "BROADCAST_QUEUE_SIZE")
+
+
+@checks.register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    for name in _POSITIVE_INTS:
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            errors.append(_bad_setting(name, value, "a whole number of at least 1"))
+    timeout = settings.EXIT_FLUSH_TIMEOUT
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+        errors.append(_bad_setting("EXIT_FLUSH_TIMEOUT", timeout, "a number of seconds, 0 or more"))
+    if not isinstance(settings.CHANNEL_LAYER, str):
+        errors.append(_bad_setting("CHANNEL_LAYER", settings.CHANNEL_LAYER, "an alias of CHANNEL_LAYERS (text)"))
+    return errors
+
+
+def _bad_setting(name: str, value: Any, expected: str) -> checks.Error:
+    return checks.Error(
+        f"{PREFIX}{name} is {value!r}; it must be {expected}.",
+        hint=f"Remove it to use the default ({DEFAULTS[name]!r}) or set {expected}.",
+        id="harper_resources.E003",
+    )

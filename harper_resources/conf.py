@@ -1,0 +1,43 @@
+"""One settings facade: every setting is read from django.conf.settings on access.
+
+Reading lazily means ``override_settings`` works in tests without extra code.
+Names and defaults are documented in the README ("Settings").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings as django_settings
+
+DEFAULTS: dict[str, Any] = {
+    # Alias in CHANNEL_LAYERS that carries changes between processes.
+    "CHANNEL_LAYER": "default",
+    # At most this many records are sent when a client opens a collection path.
+    "COLLECTION_LIMIT": 1000,
+    # A client frame larger than this (bytes) closes the socket with 1009.
+    "MAX_MESSAGE_BYTES": 1024 * 1024,
+    # Frames waiting to be written to one client; past it the client is closed with 1013.
+    "SEND_QUEUE_SIZE": 1000,
+    # Client messages a resource has not read yet; past it the client is closed with 1008.
+    "RECEIVE_QUEUE_SIZE": 1000,
+    # Broadcasts waiting to be handed to the channel layer in one process; past it they
+    # are dropped, counted and logged.
+    "BROADCAST_QUEUE_SIZE": 10000,
+    # How long (seconds) a process that exits waits for its queued broadcasts to be sent.
+    "EXIT_FLUSH_TIMEOUT": 5.0,
+}
+
+PREFIX = "HARPER_RESOURCES_"
+
+
+class Settings:
+    """Attribute access to ``HARPER_RESOURCES_<NAME>`` with the defaults above."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"unknown harper_resources setting {name!r}")
+        return getattr(django_settings, PREFIX + name, DEFAULTS[name])
+
+
+settings = Settings()

@@ -1,0 +1,287 @@
+"""``Resource``: the ASGI WebSocket application a user subclasses.
+
+One instance per connection. ``__call__`` does the plumbing (accept, authorise, read
+client frames, write the stream, clean up); ``connect()`` is the user's hook, and the
+default ``connect()`` is the record stream of DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, ClassVar
+
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
+from channels.db import database_sync_to_async
+from django.contrib.auth import get_permission_codename
+from django.contrib.auth.models import AnonymousUser
+from django.db import models
+
+from . import broadcast, protocol, tables
+from .conf import settings
+from .exceptions import CloseConnection, Forbidden, InvalidStream, NotLoggedIn, ResourceNotFound
+from .hub import get_hub
+from .streams import Frame, IncomingMessages, Stream
+
+logger = logging.getLogger("harper_resources")
+
+SERVER_ERROR = (1011, "Server error")
+
+
+class Resource:
+    """A WebSocket resource. Route it with ``path("dog/<str:id>", DogResource.as_asgi())``.
+
+    Class attributes:
+
+    - ``model``: the Django model whose records this resource streams (None for a plain
+      resource that only carries what it sends or publishes).
+    - ``id_kwarg``: the URL keyword holding the record id (``"id"``).
+
+    Per connection: ``self.scope``, ``self.user``, ``self.id`` (the id text from the URL,
+    None on a collection path) and ``self.pk`` (that id as the model's primary key).
+    """
+
+    model: ClassVar[type[models.Model] | None] = None
+    id_kwarg: ClassVar[str] = "id"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        model = cls.__dict__.get("model")
+        if isinstance(model, type) and issubclass(model, models.Model) and not model._meta.abstract:
+            tables.register(model)
+
+    def __init__(self, **initkwargs: Any) -> None:
+        for name, value in initkwargs.items():
+            setattr(self, name, value)
+        self.scope: dict[str, Any] = {}
+        self.user: Any = AnonymousUser()
+        self.id: str | None = None
+        self.pk: Any = None
+        self._streams: list[Stream] = []
+
+    @classmethod
+    def as_asgi(cls, **initkwargs: Any) -> Callable[..., Any]:
+        """An ASGI application that runs a new instance of this resource per connection."""
+
+        async def app(scope: Any, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+            await cls(**initkwargs)(scope, receive, send)
+
+        app.consumer_class = cls  # type: ignore[attr-defined]
+        app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
+        app.__name__ = app.__qualname__ = cls.__name__
+        app.__doc__ = cls.__doc__
+        return app
+
+    @classmethod
+    def table_name(cls) -> str:
+        """The name this resource's groups are built on: the model's
+        ``app_label.model_name``, or for a plain resource its import path."""
+        if cls.model is not None:
+            return tables.table_name(cls.model)
+        return f"resource.{cls.__module__}.{cls.__qualname__}".lower()
+
+    # Hooks a subclass may override -----------------------------------------------------
+
+    def allow_read(self, user: Any) -> bool:
+        """May ``user`` subscribe? def or async def; a sync one runs in a thread and may
+        use the database. Default: the model's ``view`` permission for model resources,
+        any authenticated user for plain ones. Override to return True for public read.
+        A refusal closes with 3000 (not logged in) or 3003 (logged in, not allowed)."""
+        if self.model is None:
+            return bool(user.is_authenticated)
+        opts = self.model._meta
+        return bool(user.has_perm(f"{opts.app_label}.{get_permission_codename('view', opts)}"))
+
+    def get_queryset(self) -> models.QuerySet[Any]:
+        """The records this connection may see (runs in a thread). Narrow it to hide
+        records; the initial frames are read from it."""
+        assert self.model is not None
+        return self.model._default_manager.all()
+
+    def connect(self, incoming_messages: IncomingMessages | None = None) -> Any:
+        """The connection's outgoing stream. Default: the record stream (see the README).
+
+        Returns a ``Stream`` at once (no await needed): ``send()`` on it, ``on("close")``,
+        and iterate it. Override to take control: an async generator, or a def/async def
+        returning any async iterable (usually ``super().connect(incoming_messages)``).
+        """
+        stream = Stream(maxsize=settings.SEND_QUEUE_SIZE)
+        self._streams.append(stream)
+        stream._hold()
+        stream.create_task(self._subscribe(stream))
+        return stream
+
+    async def publish(self, message: Any, id: Any = None) -> None:
+        """Send ``message`` as a ``message`` frame to every subscriber of this record (or
+        of record ``id``), in every process. The record is not changed."""
+        groups, frame = broadcast.message_event(type(self), self.id if id is None else id, message)
+        broadcast.submit(groups, frame)
+
+    # The default stream ----------------------------------------------------------------
+
+    async def _subscribe(self, stream: Stream) -> None:
+        table = self.table_name()
+        if self.id is None:
+            group = protocol.table_group(table)
+        else:
+            group = protocol.record_group(table, tables.key(self.pk))
+        hub = get_hub()
+        listener = stream.send
+        stream._add_cleanup(lambda: hub.unsubscribe(group, listener))
+        try:
+            await hub.subscribe(group, listener)
+            first = await database_sync_to_async(self._first_frames)() if self.model is not None else []
+        except Exception:
+            logger.exception("harper_resources: could not open the record stream of %s", self.scope.get("path"))
+            stream.close(*SERVER_ERROR)
+            return
+        stream._release(first)
+
+    def _first_frames(self) -> list[Frame]:
+        queryset = self.get_queryset()
+        if self.id is not None:
+            records = list(queryset.filter(pk=self.pk)[:1])
+        else:
+            records = list(queryset.order_by("pk")[: settings.COLLECTION_LIMIT])
+        return [Frame(tables.put_frame(record)) for record in records]
+
+    # ASGI plumbing ---------------------------------------------------------------------
+
+    async def __call__(self, scope: Any, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] != "websocket":
+            raise ValueError(f"{type(self).__name__} handles WebSocket connections only")
+        self.scope = scope
+        if (await receive())["type"] != "websocket.connect":
+            return
+        self._asgi_send = send
+        await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+        incoming = IncomingMessages(maxsize=settings.RECEIVE_QUEUE_SIZE)
+        try:
+            await self._authorise()
+            outgoing = await self._open(incoming)
+        except CloseConnection as exc:
+            await self._close(exc.code, exc.reason)
+            self._finish(incoming)
+            return
+        except Exception:
+            logger.exception("harper_resources: connect() of %s failed", type(self).__name__)
+            await self._close(*SERVER_ERROR)
+            self._finish(incoming)
+            return
+        await self._run(receive, incoming, outgoing)
+
+    async def _authorise(self) -> None:
+        user = self.scope.get("user")
+        self.user = user if user is not None else AnonymousUser()
+        raw_id = self.scope.get("url_route", {}).get("kwargs", {}).get(self.id_kwarg)
+        self.id = None if raw_id is None else str(raw_id)
+        if self.model is not None and self.id is not None:
+            try:
+                self.pk = tables.parse_pk(self.model, self.id)
+            except ValueError:
+                raise ResourceNotFound() from None
+        else:
+            self.pk = self.id
+        check = self.allow_read
+        if inspect.iscoroutinefunction(check):
+            allowed = await check(self.user)
+        else:
+            allowed = await database_sync_to_async(check)(self.user)
+        if not allowed:
+            raise Forbidden() if self.user.is_authenticated else NotLoggedIn()
+
+    async def _open(self, incoming: IncomingMessages) -> AsyncIterator[Any]:
+        result = self.connect(incoming)
+        if inspect.isawaitable(result) and not hasattr(result, "__aiter__"):
+            result = await result
+        if not hasattr(result, "__aiter__"):
+            raise InvalidStream(f"{type(self).__name__}.connect() returned {type(result).__name__}, not an async iterable")
+        return result.__aiter__()
+
+    async def _run(self, receive: ASGIReceiveCallable, incoming: IncomingMessages, outgoing: AsyncIterator[Any]) -> None:
+        reader = asyncio.ensure_future(self._read(receive, incoming))
+        writer = asyncio.ensure_future(self._write(outgoing))
+        try:
+            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reader, writer):
+                task.cancel()
+            await asyncio.gather(reader, writer, return_exceptions=True)
+            close = None
+            if reader.done() and not reader.cancelled() and reader.exception() is None:
+                close = reader.result()  # None: the client left
+            elif writer.done() and not writer.cancelled():
+                close = SERVER_ERROR if writer.exception() is not None else self._stream_close()
+                if writer.exception() is not None:
+                    logger.error("harper_resources: the stream of %s failed", type(self).__name__, exc_info=writer.exception())
+            await self._aclose(outgoing)
+            self._finish(incoming)
+            if close is not None:
+                await self._close(*close)
+
+    async def _read(self, receive: ASGIReceiveCallable, incoming: IncomingMessages) -> tuple[int, str] | None:
+        """Feed client frames to ``incoming``. Returns None when the client leaves, or the
+        close code and reason for a frame this connection refuses."""
+        limit = settings.MAX_MESSAGE_BYTES
+        while True:
+            message: Any = await receive()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                return None
+            if kind != "websocket.receive":
+                continue
+            text, data = message.get("text"), message.get("bytes")
+            if text is not None:
+                # A character takes at most 4 bytes in UTF-8: only long texts need encoding.
+                if len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit:
+                    return 1009, "Message too big"
+            elif data is not None and len(data) > limit:
+                return 1009, "Message too big"
+            if not incoming._push(protocol.decode_client_frame(text, data)):
+                return 1008, "Too many unread messages"
+
+    async def _write(self, outgoing: AsyncIterator[Any]) -> None:
+        send = self._asgi_send
+        async for item in outgoing:
+            if isinstance(item, Frame):
+                await send({"type": "websocket.send", "text": item.text})
+                continue
+            if isinstance(item, (bytes, bytearray)):
+                await send({"type": "websocket.send", "bytes": bytes(item)})
+                continue
+            try:
+                text = protocol.encode(item)
+            except (TypeError, ValueError):
+                logger.error("harper_resources: %s sent a value JSON cannot encode: %r", type(self).__name__, item)
+                continue
+            await send({"type": "websocket.send", "text": text})
+
+    def _stream_close(self) -> tuple[int, str]:
+        for stream in self._streams:
+            if stream.closed:
+                return stream.close_code, stream.close_reason
+        return 1000, ""
+
+    async def _aclose(self, outgoing: AsyncIterator[Any]) -> None:
+        aclose = getattr(outgoing, "aclose", None)
+        if aclose is None:
+            return
+        try:
+            await aclose()
+        except Exception:
+            logger.exception("harper_resources: closing the stream of %s failed", type(self).__name__)
+
+    def _finish(self, incoming: IncomingMessages) -> None:
+        incoming._end()
+        for stream in self._streams:
+            stream._finish()
+        self._streams.clear()
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            await self._asgi_send({"type": "websocket.close", "code": code, "reason": reason})
+        except Exception:
+            # The client is gone already; there is nobody to tell.
+            pass

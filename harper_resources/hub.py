@@ -1,0 +1,262 @@
+"""Per-process fan-out: one channel-layer channel per event loop, shared by every
+connection on that loop.
+
+A connection subscribes a listener to a group (a table or a record). The hub joins the
+layer group once, when the first local listener arrives, and leaves it when the last one
+goes, so channel-layer work per change is O(processes), not O(connections). One receive
+loop reads the hub's channel and hands each frame, decoded once into a ``Frame``, to the
+local listeners of its group.
+
+With a process-local layer (the in-memory layer) there is no other process to reach:
+the broadcaster then hands frames straight to the hubs (``dispatch``) and the hub never
+touches the layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
+
+from . import metrics, protocol
+from .conf import settings
+from .streams import Frame
+
+logger = logging.getLogger("harper_resources")
+
+Listener = Callable[[Frame], None]
+
+_hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
+_hubs_lock = threading.Lock()
+
+
+def channel_layer() -> BaseChannelLayer | None:
+    """The layer named by ``HARPER_RESOURCES_CHANNEL_LAYER`` (None if not configured)."""
+    return get_channel_layer(settings.CHANNEL_LAYER)
+
+
+def is_process_local(layer: BaseChannelLayer | None) -> bool:
+    """True if ``layer`` cannot carry messages to another process."""
+    return layer is None or isinstance(layer, InMemoryChannelLayer)
+
+
+def get_hub() -> Hub:
+    """The hub of the running event loop, started on first use."""
+    loop = asyncio.get_running_loop()
+    with _hubs_lock:
+        hub = _hubs.get(loop)
+        if hub is None:
+            hub = _hubs[loop] = Hub(loop, channel_layer())
+        return hub
+
+
+def running_hubs() -> list[Hub]:
+    """Every hub of this process that has listeners."""
+    with _hubs_lock:
+        return list(_hubs.values())
+
+
+class Hub:
+    """Listeners by group for one event loop, and that loop's channel-layer membership."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, layer: BaseChannelLayer | None) -> None:
+        self.loop = loop
+        self.layer = layer
+        self.local_only = is_process_local(layer)
+        self.channel_name: str | None = None
+        self._listeners: dict[str, set[Listener]] = {}
+        # The last membership operation (join or leave) of each group; the next one for
+        # that group runs after it, so joins and leaves never overtake each other.
+        self._membership: dict[str, asyncio.Task[None]] = {}
+        self._started: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # Subscriptions ---------------------------------------------------------------------
+
+    async def subscribe(self, group: str, listener: Listener) -> None:
+        """Deliver every frame of ``group`` to ``listener`` until ``unsubscribe``.
+
+        Returns once the layer membership is in place, so a change committed after
+        this returns is delivered. Raises if the channel layer fails.
+        """
+        listeners = self._listeners.get(group)
+        if listeners is None:
+            listeners = self._listeners[group] = set()
+            if not self.local_only:
+                self._chain(group, self._join)
+        listeners.add(listener)
+        pending = self._membership.get(group)
+        if pending is not None:
+            try:
+                await asyncio.shield(pending)
+            except BaseException:
+                self.unsubscribe(group, listener)
+                raise
+
+    def unsubscribe(self, group: str, listener: Listener) -> None:
+        """Stop delivering ``group`` to ``listener``; leaves the layer group with the last one."""
+        listeners = self._listeners.get(group)
+        if listeners is None or listener not in listeners:
+            return
+        listeners.discard(listener)
+        if listeners:
+            return
+        del self._listeners[group]
+        if not self.local_only:
+            self._chain(group, self._leave)
+        if not self._listeners:
+            self._stop_when_idle()
+
+    def listener_count(self) -> int:
+        """How many listeners this hub has, over all groups."""
+        return sum(len(listeners) for listeners in self._listeners.values())
+
+    def groups(self) -> frozenset[str]:
+        """The groups this hub has local listeners for."""
+        return frozenset(self._listeners)
+
+    # Delivery --------------------------------------------------------------------------
+
+    def dispatch(self, group: str, text: str) -> None:
+        """Hand the encoded frame ``text`` of ``group`` to its local listeners."""
+        listeners = self._listeners.get(group)
+        if not listeners:
+            return
+        frame = Frame(text)
+        for listener in tuple(listeners):
+            try:
+                listener(frame)
+            except Exception:
+                logger.exception("harper_resources: a listener failed")
+
+    # Channel-layer membership ----------------------------------------------------------
+
+    def _chain(self, group: str, operation: Callable[[str], Awaitable[None]]) -> None:
+        previous = self._membership.get(group)
+
+        async def run() -> None:
+            if previous is not None:
+                try:
+                    await previous
+                except BaseException:
+                    pass
+            await operation(group)
+
+        task = self.loop.create_task(run())
+        self._membership[group] = task
+        task.add_done_callback(lambda done: self._membership_done(group, done))
+
+    def _membership_done(self, group: str, task: asyncio.Task[None]) -> None:
+        if self._membership.get(group) is task:
+            del self._membership[group]
+        if not task.cancelled() and task.exception() is not None:
+            metrics.throttled_warning(
+                "group_membership_failed",
+                "harper_resources: channel layer group join/leave failed for %s",
+                group,
+                exc_info=True,
+            )
+        self._stop_when_idle()
+
+    async def _ensure_started(self) -> str:
+        if self._started is None:
+            self._started = self.loop.create_task(self._start())
+        await asyncio.shield(self._started)
+        assert self.channel_name is not None
+        return self.channel_name
+
+    async def _start(self) -> None:
+        assert self.layer is not None
+        self.channel_name = await self.layer.new_channel(prefix="harper-hub.")
+        self._tasks.append(self.loop.create_task(self._receive_loop()))
+        expiry = getattr(self.layer, "group_expiry", None)
+        if expiry:
+            self._tasks.append(self.loop.create_task(self._refresh_loop(float(expiry))))
+
+    async def _join(self, group: str) -> None:
+        channel = await self._ensure_started()
+        assert self.layer is not None
+        await self.layer.group_add(group, channel)
+
+    async def _leave(self, group: str) -> None:
+        if self.channel_name is None or self.layer is None:
+            return
+        await self.layer.group_discard(group, self.channel_name)
+
+    async def _receive_loop(self) -> None:
+        assert self.layer is not None and self.channel_name is not None
+        delay = 0.0
+        while True:
+            try:
+                message = await self.layer.receive(self.channel_name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                metrics.throttled_warning(
+                    "hub_receive_failed", "harper_resources: channel layer receive failed; retrying", exc_info=True
+                )
+                delay = min(max(delay * 2, 0.1), 5.0)
+                await asyncio.sleep(delay)
+                continue
+            if delay:
+                # The layer came back: it may have lost our memberships (a restarted Redis).
+                delay = 0.0
+                await self._rejoin_all()
+            if message.get("type") == protocol.EVENT_TYPE:
+                self.dispatch(message["group"], message["frame"])
+
+    async def _refresh_loop(self, expiry: float) -> None:
+        # Layers end memberships older than group_expiry; joining again renews them, so
+        # connections that live longer than the expiry keep receiving.
+        while True:
+            await asyncio.sleep(max(expiry / 2, 0.5))
+            await self._rejoin_all()
+
+    async def _rejoin_all(self) -> None:
+        assert self.layer is not None and self.channel_name is not None
+        for group in list(self._listeners):
+            try:
+                await self.layer.group_add(group, self.channel_name)
+            except Exception:
+                metrics.throttled_warning(
+                    "group_membership_failed", "harper_resources: renewing group %s failed", group, exc_info=True
+                )
+
+    # Life cycle ------------------------------------------------------------------------
+
+    def _stop_when_idle(self) -> None:
+        if self._listeners or self._membership:
+            return
+        with _hubs_lock:
+            if _hubs.get(self.loop) is self:
+                del _hubs[self.loop]
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+        if self._started is not None and not self._started.done():
+            self._started.cancel()
+
+
+def deliver_locally(group: str, text: str) -> None:
+    """Hand a frame to every hub of this process, each on its own loop (thread-safe)."""
+    for hub in running_hubs():
+        try:
+            hub.loop.call_soon_threadsafe(hub.dispatch, group, text)
+        except RuntimeError:
+            # The hub's loop is closed (a finished test, a stopped server): forget it.
+            with _hubs_lock:
+                if _hubs.get(hub.loop) is hub:
+                    del _hubs[hub.loop]
+
+
+def active_tasks() -> list[asyncio.Task[Any]]:
+    """Tasks the hubs of this process are running (for leak checks)."""
+    tasks: list[asyncio.Task[Any]] = []
+    for hub in running_hubs():
+        tasks.extend(task for task in hub._tasks if not task.done())
+        tasks.extend(task for task in hub._membership.values() if not task.done())
+    return tasks

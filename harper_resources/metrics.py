@@ -1,0 +1,45 @@
+"""Counts of what went wrong on the delivery path, and logging that does not flood.
+
+Counters are process-wide and only ever grow; read them with ``snapshot()``. A failure
+that repeats (Redis down, a queue full) is logged on its first occurrence and then at
+most once per ``interval`` seconds, with the number seen since the last line.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+
+logger = logging.getLogger("harper_resources")
+
+_counts: Counter[str] = Counter()
+_last_logged: dict[str, tuple[float, int]] = {}
+_lock = threading.Lock()
+
+
+def count(name: str, n: int = 1) -> None:
+    """Add ``n`` to the counter ``name``."""
+    with _lock:
+        _counts[name] += n
+
+
+def snapshot() -> dict[str, int]:
+    """A copy of every counter."""
+    with _lock:
+        return dict(_counts)
+
+
+def throttled_warning(name: str, message: str, *args: object, interval: float = 10.0, exc_info: bool = False) -> None:
+    """Count ``name`` and log ``message`` unless the same ``name`` was logged within ``interval``."""
+    now = time.monotonic()
+    with _lock:
+        _counts[name] += 1
+        total = _counts[name]
+        last = _last_logged.get(name)
+        if last is not None and now - last[0] < interval:
+            return
+        since = total - (last[1] if last else 0)
+        _last_logged[name] = (now, total)
+    logger.warning(message + " (%d time(s) since last report, %d in all)", *args, since, total, exc_info=exc_info)

@@ -1,0 +1,121 @@
+"""The wire and channel-layer vocabulary, built in one place.
+
+- Frames sent to clients (Harper-compatible ``put``, ``delete`` and ``message``).
+- JSON encoding of frames and of values a resource sends itself.
+- Decoding of client frames into messages.
+- Group names and the channel-layer event that carries a frame between processes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import time
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models.fields.files import FieldFile
+
+PUT = "put"
+DELETE = "delete"
+MESSAGE = "message"
+
+#: ``type`` of the channel-layer message that carries one encoded frame to the hubs.
+EVENT_TYPE = "harper.event"
+
+OCTET_STREAM = "application/octet-stream"
+
+_GROUP_PREFIX = "harper"
+_MAX_GROUP_LENGTH = 99
+# Ids made only of these characters go into group names as they are. Underscore is left
+# out on purpose: hashed ids start with "_", so the two forms can never collide.
+_PLAIN_ID = re.compile(r"[A-Za-z0-9.\-]+\Z")
+
+
+class FrameEncoder(DjangoJSONEncoder):
+    """Django's JSON encoder (datetime, Decimal, UUID, Promise) plus the other values a
+    model field can hold: files become their name, bytes become base64 text, sets lists."""
+
+    def default(self, o: Any) -> Any:
+        if isinstance(o, FieldFile):
+            return o.name or None
+        if isinstance(o, (bytes, bytearray, memoryview)):
+            return base64.b64encode(bytes(o)).decode("ascii")
+        if isinstance(o, (set, frozenset)):
+            return list(o)
+        return super().default(o)
+
+
+_encoder = FrameEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def encode(value: Any) -> str:
+    """JSON text of ``value``; raises ``TypeError`` for values JSON cannot represent."""
+    return _encoder.encode(value)
+
+
+def now_ms() -> float:
+    """Milliseconds since the epoch, as Harper's ``localTime`` and ``version`` are."""
+    return time.time() * 1000.0
+
+
+def put_frame(pk: Any, value: dict[str, Any], version: float) -> str:
+    """The encoded ``put`` frame of a record's full current ``value``."""
+    return encode({"id": pk, "localTime": now_ms(), "value": value, "version": version, "type": PUT})
+
+
+def delete_frame(pk: Any, version: float) -> str:
+    """The encoded ``delete`` frame of a record (no ``value``, as in Harper)."""
+    return encode({"id": pk, "localTime": now_ms(), "version": version, "type": DELETE})
+
+
+def message_frame(pk: Any, payload: Any, version: float) -> str:
+    """The encoded ``message`` frame of a publish to a record."""
+    return encode({"id": pk, "localTime": now_ms(), "value": payload, "version": version, "type": MESSAGE})
+
+
+def decode_client_frame(text: str | None, data: bytes | None) -> Any:
+    """What a resource receives for one client frame.
+
+    Text that parses as JSON arrives as the parsed value. Any other text (including JSON
+    nested too deeply to parse) and every binary frame arrive as
+    ``{"contentType": "application/octet-stream", "data": <bytes>}``. Never raises.
+    """
+    if text is not None:
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):
+            return {"contentType": OCTET_STREAM, "data": text.encode("utf-8", "surrogatepass")}
+    return {"contentType": OCTET_STREAM, "data": data if data is not None else b""}
+
+
+def _fit(name: str) -> str:
+    if len(name) <= _MAX_GROUP_LENGTH:
+        return name
+    return f"{_GROUP_PREFIX}._{hashlib.sha256(name.encode()).hexdigest()}"
+
+
+def table_group(table: str) -> str:
+    """Group of every change in ``table`` (a model's ``app_label.model_name``)."""
+    return _fit(f"{_GROUP_PREFIX}.{table}")
+
+
+def record_group(table: str, key: str) -> str:
+    """Group of one record, ``key`` being the canonical text of its primary key.
+
+    Keys that are not plain ASCII (spaces, unicode, slashes, underscores) or that would
+    make the name too long are replaced by a hash, so every layer accepts the name.
+    """
+    if _PLAIN_ID.match(key):
+        name = f"{_GROUP_PREFIX}.{table}.{key}"
+        if len(name) <= _MAX_GROUP_LENGTH:
+            return name
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+    return _fit(f"{_GROUP_PREFIX}.{table}._{digest}")
+
+
+def event(group: str, frame: str) -> dict[str, Any]:
+    """The channel-layer message that carries ``frame`` to the subscribers of ``group``."""
+    return {"type": EVENT_TYPE, "group": group, "frame": frame}

@@ -1,0 +1,26 @@
+"""Routing helpers: a URLRouter whose unknown paths close with 4404 instead of an error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.routing import URLRouter
+from django.urls import re_path
+
+from .exceptions import ResourceNotFound
+
+
+async def not_found(scope: Any, receive: Any, send: Any) -> None:
+    """ASGI app for a WebSocket path no resource answers: accept, then close 4404."""
+    if (await receive())["type"] != "websocket.connect":
+        return
+    error = ResourceNotFound()
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": error.code, "reason": error.reason})
+
+
+class ResourceRouter(URLRouter):
+    """``URLRouter(routes)`` that answers any other WebSocket path with close 4404."""
+
+    def __init__(self, routes: list[Any]) -> None:
+        super().__init__([*routes, re_path(r"", not_found)])

@@ -1,0 +1,85 @@
+"""Which models are record tables, and how a record becomes a frame.
+
+A model becomes a table when a ``Resource`` subclass names it as ``model``. The app
+imports every installed app's ``resources`` module at start-up (``AppConfig.ready``), so
+a process that only saves records (a management command, a script) broadcasts too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from . import protocol
+
+_tables: set[type[models.Model]] = set()
+
+
+def register(model: type[models.Model]) -> None:
+    """Make ``model`` (and so its concrete model) a table whose changes are broadcast."""
+    _tables.add(model._meta.concrete_model or model)
+
+
+def is_table(model: type[models.Model]) -> bool:
+    """True if saves and deletes of ``model`` are broadcast."""
+    concrete = model._meta.concrete_model
+    return concrete in _tables
+
+
+def registered() -> frozenset[type[models.Model]]:
+    """Every table model registered so far."""
+    return frozenset(_tables)
+
+
+def table_name(model: type[models.Model]) -> str:
+    """The table's name in group names: ``app_label.model_name`` of the concrete model."""
+    return (model._meta.concrete_model or model)._meta.label_lower
+
+
+def parse_pk(model: type[models.Model], raw: Any) -> Any:
+    """The primary key ``raw`` (text from a URL) stands for.
+
+    Raises ``ValueError`` when ``raw`` can never be a primary key of ``model``
+    ("abc" for an integer key, say).
+    """
+    field = model._meta.pk
+    try:
+        value = field.to_python(raw)
+        # to_python accepts some values that the database would refuse (overflowing
+        # integers, over-long text): get_prep_value and validators catch them.
+        field.get_prep_value(value)
+        field.run_validators(value)
+    except (ValidationError, TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"{raw!r} is not a valid primary key of {model._meta.label}") from exc
+    if value is None or value == "":
+        raise ValueError(f"{raw!r} is not a valid primary key of {model._meta.label}")
+    return value
+
+
+def key(pk: Any) -> str:
+    """Canonical text of a primary key, the same for the URL's id and the saved instance."""
+    return str(pk)
+
+
+def record_value(instance: models.Model) -> dict[str, Any]:
+    """The record as the ``value`` of a ``put`` frame: every concrete field by name
+    (a foreign key as the related primary key), the primary key included."""
+    return {field.name: field.value_from_object(instance) for field in instance._meta.concrete_fields}
+
+
+def record_version(instance: models.Model) -> float:
+    """Milliseconds of the record's last write: its ``auto_now`` field when it has one,
+    otherwise now (the moment the server saw this state)."""
+    for field in instance._meta.concrete_fields:
+        if isinstance(field, models.DateTimeField) and field.auto_now:
+            stamp = field.value_from_object(instance)
+            if stamp is not None:
+                return stamp.timestamp() * 1000.0
+    return protocol.now_ms()
+
+
+def put_frame(instance: models.Model) -> str:
+    """The encoded ``put`` frame of ``instance``'s current state."""
+    return protocol.put_frame(instance.pk, record_value(instance), record_version(instance))

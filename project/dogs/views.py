@@ -1,0 +1,14 @@
+from django.shortcuts import get_object_or_404, render
+
+from .models import Dog
+
+
+def dog_list(request):
+    """Every dog, kept live through the collection stream /dog/."""
+    return render(request, "dog_list.html", {"dogs": Dog.objects.all()})
+
+
+def dog_profile(request, pk):
+    """The seed's dog profile page: record updates, notes and the status pulse on /dog/<id>."""
+    dog = get_object_or_404(Dog, pk=pk)
+    return render(request, "dog_profile.html", {"dog": dog})

@@ -1,0 +1,10 @@
+from django.contrib import admin
+from django.urls import path
+
+from project.dogs import views
+
+urlpatterns = [
+    path("", views.dog_list, name="dog-list"),
+    path("dogs/<int:pk>/", views.dog_profile, name="dog-profile"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,94 @@
+"""Shared fixtures: WebSocket clients on the test routes, and leak checks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from harper_resources import hub
+
+#: Set by .ci/run: services and tools the suite needs must be there, not skipped.
+REQUIRE_SERVICES = os.environ.get("HARPER_REQUIRE_SERVICES") == "1"
+
+
+def missing(what: str) -> None:
+    """Skip the test because ``what`` is missing, or fail it in CI."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{what} is missing, and HARPER_REQUIRE_SERVICES=1 says it must be there")
+    pytest.skip(f"{what} is missing (install or start it to run this test)")
+
+
+class Client:
+    """A WebsocketCommunicator with the reads these tests need."""
+
+    def __init__(self, communicator: WebsocketCommunicator) -> None:
+        self.communicator = communicator
+
+    async def receive(self, timeout: float = 2) -> Any:
+        """The next frame, decoded from JSON."""
+        return json.loads(await self.communicator.receive_from(timeout=timeout))
+
+    async def receive_raw(self, timeout: float = 2) -> dict[str, Any]:
+        return await self.communicator.receive_output(timeout=timeout)
+
+    async def nothing(self, timeout: float = 0.3) -> bool:
+        """True if no frame arrives within ``timeout``."""
+        return await self.communicator.receive_nothing(timeout=timeout)
+
+    async def closed_with(self, timeout: float = 2) -> int:
+        """The close code the server sent next (fails on any other output)."""
+        message = await self.communicator.receive_output(timeout=timeout)
+        assert message["type"] == "websocket.close", message
+        return message.get("code", 1000)
+
+    async def send(self, value: Any) -> None:
+        await self.communicator.send_json_to(value)
+
+    async def send_text(self, text: str) -> None:
+        await self.communicator.send_to(text_data=text)
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self.communicator.send_to(bytes_data=data)
+
+    async def leave(self) -> None:
+        await self.communicator.disconnect()
+
+
+@pytest.fixture
+async def ws() -> AsyncIterator[Callable[..., Any]]:
+    """``await ws("/dog/1")`` opens a client on the test routes; all close at the end."""
+    from tests.routing import application
+
+    opened: list[WebsocketCommunicator] = []
+
+    async def open_client(path: str, **kwargs: Any) -> Client:
+        communicator = WebsocketCommunicator(application, path, **kwargs)
+        opened.append(communicator)
+        connected, _ = await communicator.connect(timeout=3)
+        assert connected, f"{path} refused the handshake"
+        return Client(communicator)
+
+    yield open_client
+    for communicator in opened:
+        try:
+            await communicator.disconnect(timeout=3)
+        except Exception:
+            pass
+    # Nothing of any connection may outlive it.
+    for _ in range(50):
+        if not hub.running_hubs():
+            break
+        await asyncio.sleep(0.01)
+    assert hub.running_hubs() == [], "a hub kept listeners after every client left"
+
+
+def db(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run an ORM call from async test code: ``await db(Dog.objects.create)(name=...)``."""
+    return database_sync_to_async(fn)

@@ -1,0 +1,13 @@
+"""Test settings: the demo's, with the in-memory layer unless a test asks for Redis,
+plus a test app whose models have unusual primary keys and field types."""
+
+from project.settings import *  # noqa: F403
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]  # noqa: F405
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "loggers": {"harper_resources": {"level": "INFO"}},
+}
