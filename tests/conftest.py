@@ -92,3 +92,21 @@ async def ws() -> AsyncIterator[Callable[..., Any]]:
 def db(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run an ORM call from async test code: ``await db(Dog.objects.create)(name=...)``."""
     return database_sync_to_async(fn)
+
+
+@pytest.fixture(scope="session")
+def demo_server(tmp_path_factory):
+    """The demo served by daphne in its own process, with its own SQLite database."""
+    from tests.live import DemoServer
+
+    server = DemoServer(tmp_path_factory.mktemp("demo")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def admin(demo_server):
+    """An admin session on the demo server, over HTTP."""
+    from tests.live import AdminClient
+
+    return AdminClient(demo_server.url)

@@ -1,0 +1,49 @@
+"""System checks catch the misconfigurations a user can make, with stable ids."""
+
+from __future__ import annotations
+
+from django.core import checks
+from django.test import override_settings
+
+from harper_resources import Resource
+from harper_resources.checks import check_channel_layer, check_resources, check_settings
+
+
+def ids(messages):
+    return [message.id for message in messages]
+
+
+def test_the_demo_configuration_passes_every_check():
+    assert checks.run_checks() == []
+
+
+@override_settings(CHANNEL_LAYERS={})
+def test_a_missing_channel_layer_is_error_E001_with_a_hint():
+    (error,) = check_channel_layer()
+    assert error.id == "harper_resources.E001"
+    assert "CHANNEL_LAYERS" in error.msg and "InMemoryChannelLayer" in error.hint
+
+
+@override_settings(HARPER_RESOURCES_CHANNEL_LAYER="events")
+def test_pointing_at_an_alias_that_does_not_exist_is_E001():
+    assert ids(check_channel_layer()) == ["harper_resources.E001"]
+
+
+def test_a_resource_whose_model_is_not_a_model_is_E002():
+    class Broken(Resource):
+        model = "dogs.Dog"  # a string, not the class
+
+    try:
+        errors = [e for e in check_resources() if e.obj is Broken]
+        assert ids(errors) == ["harper_resources.E002"]
+        assert "not a concrete Django model" in errors[0].msg
+    finally:
+        Broken.model = None  # keep later checks quiet
+
+
+@override_settings(HARPER_RESOURCES_COLLECTION_LIMIT=0, HARPER_RESOURCES_MAX_MESSAGE_BYTES="1MB")
+def test_bad_setting_values_are_E003_naming_the_setting():
+    errors = check_settings()
+    assert ids(errors) == ["harper_resources.E003", "harper_resources.E003"]
+    assert "HARPER_RESOURCES_COLLECTION_LIMIT" in errors[0].msg
+    assert "HARPER_RESOURCES_MAX_MESSAGE_BYTES" in errors[1].msg

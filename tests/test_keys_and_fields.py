@@ -1,0 +1,82 @@
+"""Any primary key and any common field type streams correctly."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import uuid
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from harper_resources import protocol
+from tests.conftest import db
+from tests.testapp.models import Gadget, Stamped, Tag
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_a_uuid_keyed_record_with_datetime_decimal_uuid_and_json_fields_streams(ws):
+    made = datetime.datetime(2026, 5, 1, 12, 30, tzinfo=datetime.UTC)
+    serial = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    gadget = await db(Gadget.objects.create)(
+        name="Widget", price=decimal.Decimal("19.99"), made=made, serial=serial, specs={"w": [1, 2]}, blob=b"\x00\x01"
+    )
+    client = await ws(f"/gadget/{str(gadget.pk).upper()}")
+    frame = await client.receive()
+    assert frame["id"] == str(gadget.pk)
+    assert frame["value"] == {
+        "id": str(gadget.pk),
+        "name": "Widget",
+        "price": "19.99",
+        "made": "2026-05-01T12:30:00Z",
+        "serial": str(serial),
+        "specs": {"w": [1, 2]},
+        "manual": None,
+        "blob": "AAE=",
+    }
+    gadget.price = decimal.Decimal("5.00")
+    await db(gadget.save)()
+    assert (await client.receive())["value"]["price"] == "5.00"
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["plain", "with spaces", "ünïcødé 🐕", "slash/inside", "under_score", "dots.and-dashes", "x" * 250, "h.abc", "_x"],
+)
+async def test_text_keys_of_every_shape_reach_their_own_subscribers_only(ws, key):
+    tag = await db(Tag.objects.create)(name=key, color="red")
+    neighbour = await db(Tag.objects.create)(name=key + "2", color="blue")
+    client = await ws(f"/tag/{key}")
+    assert (await client.receive())["id"] == key
+    neighbour.color = "green"
+    await db(neighbour.save)()
+    tag.color = "black"
+    await db(tag.save)()
+    frame = await client.receive()
+    assert (frame["id"], frame["value"]["color"]) == (key, "black")
+    assert await client.nothing()
+
+
+async def test_a_records_version_is_its_auto_now_time_when_it_has_one(ws):
+    record = await db(Stamped.objects.create)(title="first")
+    client = await ws(f"/stamped/{record.pk}")
+    frame = await client.receive()
+    assert frame["version"] == pytest.approx(record.updated.timestamp() * 1000)
+
+
+GROUP_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+@given(table=st.from_regex(r"[a-z_]{1,60}\.[a-z_]{1,60}", fullmatch=True), key=st.text(max_size=400))
+def test_group_names_are_valid_for_every_layer_whatever_the_key(table, key):
+    for name in (protocol.table_group(table), protocol.record_group(table, key)):
+        assert 0 < len(name) < 100
+        assert set(name) <= GROUP_CHARS
+
+
+@given(a=st.text(max_size=200), b=st.text(max_size=200))
+def test_different_keys_get_different_groups(a, b):
+    if a != b:
+        assert protocol.record_group("dogs.dog", a) != protocol.record_group("dogs.dog", b)
