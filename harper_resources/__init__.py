@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Resource", "publish", "__version__"]
+__all__ = ["Resource", "__version__", "publish"]
 
 if TYPE_CHECKING:
     from .broadcast import publish

@@ -33,14 +33,18 @@ logger = logging.getLogger("harper_resources")
 # Signal receivers ----------------------------------------------------------------------
 
 
-def on_post_save(sender: type[models.Model], instance: models.Model, raw: bool = False, using: str = "default", **kwargs: Any) -> None:
+def on_post_save(
+    sender: type[models.Model], instance: models.Model, raw: bool = False, using: str = "default", **kwargs: Any
+) -> None:
     """Broadcast a ``put`` of ``instance`` once the current transaction commits."""
     if raw or not tables.is_table(sender):
         return
     try:
         frame = tables.put_frame(instance)
     except Exception:
-        metrics.throttled_warning("encode_failed", "harper_resources: could not encode %r; not broadcast", instance, exc_info=True)
+        metrics.throttled_warning(
+            "encode_failed", "harper_resources: could not encode %r; not broadcast", instance, exc_info=True
+        )
         return
     _after_commit(sender, instance.pk, frame, using)
 
@@ -52,7 +56,9 @@ def on_post_delete(sender: type[models.Model], instance: models.Model, using: st
     try:
         frame = protocol.delete_frame(instance.pk, protocol.now_ms())
     except Exception:
-        metrics.throttled_warning("encode_failed", "harper_resources: could not encode the delete of %r", instance, exc_info=True)
+        metrics.throttled_warning(
+            "encode_failed", "harper_resources: could not encode the delete of %r", instance, exc_info=True
+        )
         return
     _after_commit(sender, instance.pk, frame, using)
 

@@ -68,7 +68,13 @@ def check_resources(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
     return errors
 
 
-_POSITIVE_INTS = ("COLLECTION_LIMIT", "MAX_MESSAGE_BYTES", "SEND_QUEUE_SIZE", "RECEIVE_QUEUE_SIZE", "BROADCAST_QUEUE_SIZE")
+_POSITIVE_INTS = (
+    "COLLECTION_LIMIT",
+    "MAX_MESSAGE_BYTES",
+    "SEND_QUEUE_SIZE",
+    "RECEIVE_QUEUE_SIZE",
+    "BROADCAST_QUEUE_SIZE",
+)
 
 
 @checks.register()

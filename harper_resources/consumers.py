@@ -197,10 +197,14 @@ class Resource:
         if inspect.isawaitable(result) and not hasattr(result, "__aiter__"):
             result = await result
         if not hasattr(result, "__aiter__"):
-            raise InvalidStream(f"{type(self).__name__}.connect() returned {type(result).__name__}, not an async iterable")
+            raise InvalidStream(
+                f"{type(self).__name__}.connect() returned {type(result).__name__}, not an async iterable"
+            )
         return result.__aiter__()
 
-    async def _run(self, receive: ASGIReceiveCallable, incoming: IncomingMessages, outgoing: AsyncIterator[Any]) -> None:
+    async def _run(
+        self, receive: ASGIReceiveCallable, incoming: IncomingMessages, outgoing: AsyncIterator[Any]
+    ) -> None:
         reader = asyncio.ensure_future(self._read(receive, incoming))
         writer = asyncio.ensure_future(self._write(outgoing))
         try:
@@ -215,7 +219,9 @@ class Resource:
             elif writer.done() and not writer.cancelled():
                 close = SERVER_ERROR if writer.exception() is not None else self._stream_close()
                 if writer.exception() is not None:
-                    logger.error("harper_resources: the stream of %s failed", type(self).__name__, exc_info=writer.exception())
+                    logger.error(
+                        "harper_resources: the stream of %s failed", type(self).__name__, exc_info=writer.exception()
+                    )
             await self._aclose(outgoing)
             self._finish(incoming)
             if close is not None:

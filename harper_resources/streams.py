@@ -29,7 +29,7 @@ class Frame:
     ``frame.data``) decodes it once, for resources that want to look inside.
     """
 
-    __slots__ = ("text", "_data")
+    __slots__ = ("_data", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -233,7 +233,8 @@ class IncomingMessages(_Emitter):
             return True
         if len(self._queue) >= self._maxsize:
             metrics.throttled_warning(
-                "incoming_overflow_closed", "harper_resources: a client sent faster than its resource read; closed (1008)"
+                "incoming_overflow_closed",
+                "harper_resources: a client sent faster than its resource read; closed (1008)",
             )
             return False
         self._queue.append(message)

@@ -50,10 +50,14 @@ class DemoServer:
 
     def start(self) -> DemoServer:
         subprocess.run(
-            [sys.executable, "manage.py", "rundemo", "--no-serve"], cwd=ROOT, env=self.env, check=True, capture_output=True
+            [sys.executable, "manage.py", "rundemo", "--no-serve"],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
         )
         daphne = shutil.which("daphne", path=str(Path(sys.executable).parent)) or "daphne"
-        self.log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop())
+        self.log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             [daphne, "-b", "127.0.0.1", "-p", str(self.port), "project.asgi:application"],
             cwd=ROOT,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 
@@ -68,7 +69,7 @@ def test_a_change_to_another_dog_does_not_reach_a_record_socket(demo_server, adm
 
 def test_an_unknown_path_closes_with_4404(demo_server):
     with open_socket(demo_server, "/cat/1") as sock:
-        with pytest.raises(Exception):
+        with pytest.raises(ConnectionClosed):
             sock.recv(timeout=3)
         assert sock.close_code == 4404
 
