@@ -157,7 +157,7 @@ class Resource:
             return
         self._asgi_send = send
         await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
-        incoming = IncomingMessages(maxsize=settings.RECEIVE_QUEUE_SIZE)
+        incoming = IncomingMessages(maxsize=settings.RECEIVE_QUEUE_SIZE, max_bytes=8 * settings.MAX_MESSAGE_BYTES)
         try:
             await self._authorise()
             outgoing = await self._open(incoming)
@@ -217,11 +217,7 @@ class Resource:
             if reader.done() and not reader.cancelled() and reader.exception() is None:
                 close = reader.result()  # None: the client left
             elif writer.done() and not writer.cancelled():
-                close = SERVER_ERROR if writer.exception() is not None else self._stream_close()
-                if writer.exception() is not None:
-                    logger.error(
-                        "harper_resources: the stream of %s failed", type(self).__name__, exc_info=writer.exception()
-                    )
+                close = self._writer_close(writer.exception())
             await self._aclose(outgoing)
             self._finish(incoming)
             if close is not None:
@@ -240,12 +236,15 @@ class Resource:
                 continue
             text, data = message.get("text"), message.get("bytes")
             if text is not None:
-                # A character takes at most 4 bytes in UTF-8: only long texts need encoding.
-                if len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit:
-                    return 1009, "Message too big"
-            elif data is not None and len(data) > limit:
+                # A character takes 1 to 4 bytes in UTF-8: only long texts need encoding.
+                size = len(text)
+                if size * 4 > limit:
+                    size = len(text.encode("utf-8", "surrogatepass"))
+            else:
+                size = len(data) if data is not None else 0
+            if size > limit:
                 return 1009, "Message too big"
-            if not incoming._push(protocol.decode_client_frame(text, data)):
+            if not incoming._push(protocol.decode_client_frame(text, data), size):
                 return 1008, "Too many unread messages"
 
     async def _write(self, outgoing: AsyncIterator[Any]) -> None:
@@ -264,7 +263,13 @@ class Resource:
                 continue
             await send({"type": "websocket.send", "text": text})
 
-    def _stream_close(self) -> tuple[int, str]:
+    def _writer_close(self, error: BaseException | None) -> tuple[int, str]:
+        """How to close once the outgoing stream ended, by itself or by ``error``."""
+        if isinstance(error, CloseConnection):
+            return error.code, error.reason
+        if error is not None:
+            logger.error("harper_resources: the stream of %s failed", type(self).__name__, exc_info=error)
+            return SERVER_ERROR
         for stream in self._streams:
             if stream.closed:
                 return stream.close_code, stream.close_reason

@@ -189,8 +189,9 @@ class Stream(_Emitter):
             except Exception:
                 logger.exception("harper_resources: stream clean-up failed")
         self._cleanups.clear()
-        self._emit("close")
         self._cancel_tasks()
+        # After the cancel: an async close callback runs as a task of its own, to the end.
+        self._emit("close")
 
     def __aiter__(self) -> Stream:
         return self
@@ -210,34 +211,43 @@ class Stream(_Emitter):
 class IncomingMessages(_Emitter):
     """The client's messages: ``on("data", fn)`` and async iteration, usable together.
 
-    Every message goes to the ``data`` callbacks. Messages are also queued for async
-    iteration, but only once something iterates; a resource that never iterates never
-    holds them. Iteration ends when the client leaves. If more than ``maxsize`` messages
-    wait unread, the connection closes with 1008.
+    Every message goes to the ``data`` callbacks and is queued for async iteration,
+    which may start at any time (messages sent before it are not lost). The queue holds
+    at most ``maxsize`` messages and ``max_bytes`` of client frames. Until something
+    iterates, the oldest messages make room for new ones (a resource that never
+    iterates never holds more); once something iterates, a full queue means the client
+    sends faster than the resource reads, and the connection closes with 1008.
+    Iteration ends when the client leaves.
     """
 
     _events = ("data",)
 
-    def __init__(self, *, maxsize: int = 1000) -> None:
+    def __init__(self, *, maxsize: int = 1000, max_bytes: int = 8 * 1024 * 1024) -> None:
         super().__init__()
-        self._queue: collections.deque[Any] = collections.deque()
+        self._queue: collections.deque[tuple[Any, int]] = collections.deque()
         self._maxsize = maxsize
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._iterating = False
         self._ended = False
         self._waiter: asyncio.Future[None] | None = None
 
-    def _push(self, message: Any) -> bool:
-        """Deliver one client message. False if too many wait unread (close the socket)."""
+    def _push(self, message: Any, size: int) -> bool:
+        """Deliver one client message of ``size`` bytes. False if the connection must
+        close because too much waits unread."""
         self._emit("data", message)
-        if not self._iterating or self._ended:
+        if self._ended:
             return True
-        if len(self._queue) >= self._maxsize:
-            metrics.throttled_warning(
-                "incoming_overflow_closed",
-                "harper_resources: a client sent faster than its resource read; closed (1008)",
-            )
-            return False
-        self._queue.append(message)
+        while self._queue and (len(self._queue) >= self._maxsize or self._bytes + size > self._max_bytes):
+            if self._iterating:
+                metrics.throttled_warning(
+                    "incoming_overflow_closed",
+                    "harper_resources: a client sent faster than its resource read; closed (1008)",
+                )
+                return False
+            self._bytes -= self._queue.popleft()[1]
+        self._queue.append((message, size))
+        self._bytes += size
         self._wake()
         return True
 
@@ -265,4 +275,6 @@ class IncomingMessages(_Emitter):
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._queue.popleft()
+        message, size = self._queue.popleft()
+        self._bytes -= size
+        return message

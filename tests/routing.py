@@ -6,6 +6,8 @@ from harper_resources import Resource
 from harper_resources.routing import ResourceRouter
 from project.dogs.models import Dog
 from project.dogs.resources import DogStatus
+from project.dogs.seed_examples import DogNotes, DogStatusMinimal, DogStatusSeed
+from tests import resources
 from tests.testapp.resources import GadgetResource, StampedResource, TagResource
 
 
@@ -25,6 +27,22 @@ websocket_urlpatterns = [
     path("gadget/<str:id>", GadgetResource.as_asgi()),
     path("tag/<path:id>", TagResource.as_asgi()),
     path("stamped/<str:id>", StampedResource.as_asgi()),
+    path("seed/notes/<str:id>", DogNotes.as_asgi()),
+    path("seed/minimal/<str:id>", DogStatusMinimal.as_asgi()),
+    path("seed/status/<str:id>", DogStatusSeed.as_asgi()),
+    path("two-then-done/<str:id>", resources.TwoThenDone.as_asgi()),
+    path("returns-generator/<str:id>", resources.ReturnsGenerator.as_asgi()),
+    path("async-returns-stream/<str:id>", resources.AsyncReturnsStream.as_asgi()),
+    path("returns-number/<str:id>", resources.ReturnsNumber.as_asgi()),
+    path("fails-in-connect/<str:id>", resources.FailsInConnect.as_asgi()),
+    path("fails-while-streaming/<str:id>", resources.FailsWhileStreaming.as_asgi()),
+    path("closes-with-code/<str:id>", resources.ClosesWithCode.as_asgi()),
+    path("raises-close/<str:id>", resources.RaisesCloseConnection.as_asgi()),
+    path("listens-and-iterates/<str:id>", resources.ListensAndIterates.as_asgi()),
+    path("close-callbacks/<str:id>", resources.CloseCallbacks.as_asgi()),
+    path("generator-cleanup/<str:id>", resources.GeneratorCleanup.as_asgi()),
+    path("publisher/<str:id>", resources.Publisher.as_asgi()),
+    path("plain-publisher/<str:id>", resources.PlainPublisher.as_asgi()),
 ]
 
 application = ResourceRouter(websocket_urlpatterns)

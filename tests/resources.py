@@ -1,0 +1,150 @@
+"""Resources that exercise each form of connect() in the communicator tests."""
+
+from __future__ import annotations
+
+import asyncio
+
+from harper_resources import Resource
+from harper_resources.exceptions import CloseConnection
+from project.dogs.models import Dog
+
+#: What close callbacks saw, for the tests to read.
+events: list[str] = []
+
+
+class Public(Resource):
+    def allow_read(self, user):
+        return True
+
+
+class TwoThenDone(Public):
+    """An async generator that ends by itself: the socket closes normally."""
+
+    async def connect(self, incoming_messages):
+        yield {"n": 1}
+        yield {"n": 2}
+
+
+class ReturnsGenerator(Public):
+    """A plain method returning an async iterable."""
+
+    def connect(self, incoming_messages):
+        async def numbers():
+            for n in range(3):
+                yield n
+
+        return numbers()
+
+
+class AsyncReturnsStream(Public):
+    """An async method that returns super().connect()'s stream after sending on it."""
+
+    model = Dog
+
+    async def connect(self, incoming_messages):
+        outgoing = super().connect(incoming_messages)
+        await asyncio.sleep(0)
+        outgoing.send({"hello": self.id})
+        return outgoing
+
+
+class ReturnsNumber(Public):
+    """connect() returning something that is not async iterable: 1011."""
+
+    def connect(self, incoming_messages):
+        return 42
+
+
+class FailsInConnect(Public):
+    """connect() raising: 1011 with a generic reason, never the exception text."""
+
+    def connect(self, incoming_messages):
+        raise RuntimeError("secret: SELECT * FROM passwords")
+
+
+class FailsWhileStreaming(Public):
+    async def connect(self, incoming_messages):
+        yield {"before": "failure"}
+        raise RuntimeError("secret internals")
+
+
+class ClosesWithCode(Public):
+    """Closes its own stream with a code and reason when told to."""
+
+    def connect(self, incoming_messages):
+        outgoing = super().connect(incoming_messages)
+        incoming_messages.on("data", lambda message: outgoing.close(4000, "bye"))
+        return outgoing
+
+
+class RaisesCloseConnection(Public):
+    async def connect(self, incoming_messages):
+        async for message in incoming_messages:
+            raise CloseConnection(4001, "told to go")
+            yield message
+
+
+class ListensAndIterates(Public):
+    """Uses on("data") and async iteration of the same incoming messages together."""
+
+    def connect(self, incoming_messages):
+        outgoing = super().connect(incoming_messages)
+        incoming_messages.on("data", lambda message: outgoing.send({"heard": message}))
+
+        async def relay():
+            async for message in incoming_messages:
+                outgoing.send({"iterated": message})
+
+        outgoing.create_task(relay())
+        return outgoing
+
+
+class CloseCallbacks(Public):
+    """Registers a sync and an async close callback and a task started through the stream."""
+
+    def connect(self, incoming_messages):
+        outgoing = super().connect(incoming_messages)
+
+        async def forever():
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                events.append("task cancelled")
+                raise
+
+        async def async_callback():
+            events.append("async close")
+
+        outgoing.create_task(forever())
+        outgoing.on("close", lambda: events.append("sync close"))
+        outgoing.on("close", async_callback)
+        return outgoing
+
+
+class GeneratorCleanup(Public):
+    async def connect(self, incoming_messages):
+        try:
+            async for message in incoming_messages:
+                yield message
+        finally:
+            events.append("generator closed")
+
+
+class Publisher(Public):
+    """Publishes each client message to every subscriber of its dog."""
+
+    model = Dog
+
+    def connect(self, incoming_messages):
+        outgoing = super().connect(incoming_messages)
+        incoming_messages.on("data", self.publish)
+        return outgoing
+
+
+class PlainPublisher(Public):
+    """A plain resource: its stream carries only what is sent or published to it."""
+
+    def connect(self, incoming_messages):
+        outgoing = super().connect(incoming_messages)
+        incoming_messages.on("data", self.publish)
+        return outgoing

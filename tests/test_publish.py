@@ -1,0 +1,62 @@
+"""publish: a message frame to every subscriber of a record, from resources and sync code."""
+
+from __future__ import annotations
+
+import pytest
+
+import harper_resources
+from project.dogs.models import Dog
+from tests.conftest import db
+from tests.resources import PlainPublisher
+from tests.testapp.models import Stamped
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_await_self_publish_reaches_every_subscriber_of_the_record(ws):
+    dog = await db(Dog.objects.create)(name="Rex")
+    other_dog = await db(Dog.objects.create)(name="Other")
+    sender = await ws(f"/publisher/{dog.pk}")
+    watcher = await ws(f"/dog/{dog.pk}")
+    collection = await ws("/dog/")
+    bystander = await ws(f"/dog/{other_dog.pk}")
+    for client in (sender, watcher, collection, collection, bystander):
+        await client.receive()
+    await sender.send({"note": "good with kids"})
+    for client in (sender, watcher, collection):
+        frame = await client.receive()
+        assert (frame["type"], frame["id"], frame["value"]) == ("message", dog.pk, {"note": "good with kids"})
+    assert await bystander.nothing()
+    assert (await db(Dog.objects.get)(pk=dog.pk)).name == "Rex", "publishing does not write the record"
+
+
+async def test_publish_from_sync_code_reaches_websocket_subscribers(ws):
+    dog = await db(Dog.objects.create)(name="Rex")
+    client = await ws(f"/dog/{dog.pk}")
+    await client.receive()
+    await db(harper_resources.publish)(Dog, dog.pk, {"alert": "walk time"})
+    frame = await client.receive()
+    assert (frame["type"], frame["value"]) == ("message", {"alert": "walk time"})
+
+
+async def test_publishing_leaves_the_records_version_unchanged(ws):
+    record = await db(Stamped.objects.create)(title="stamped")
+    client = await ws(f"/stamped/{record.pk}")
+    version = (await client.receive())["version"]
+    await db(harper_resources.publish)(Stamped, record.pk, "hello")
+    assert (await client.receive())["type"] == "message"
+    await client.leave()
+    again = await ws(f"/stamped/{record.pk}")
+    assert (await again.receive())["version"] == version
+
+
+async def test_a_plain_resource_carries_what_is_published_to_it(ws):
+    first, second = await ws("/plain-publisher/room-1"), await ws("/plain-publisher/room-1")
+    elsewhere = await ws("/plain-publisher/room-2")
+    await first.send({"hi": "all"})
+    for client in (first, second):
+        frame = await client.receive()
+        assert (frame["type"], frame["id"], frame["value"]) == ("message", "room-1", {"hi": "all"})
+    assert await elsewhere.nothing()
+    await db(harper_resources.publish)(PlainPublisher, "room-2", "from a view")
+    assert (await elsewhere.receive())["value"] == "from a view"
