@@ -168,7 +168,7 @@ class LayerSender:
                 layer = get_channel_layer(self.alias)
                 for group, message in events:
                     try:
-                        await layer.group_send(group, message)  # type: ignore[union-attr]
+                        await layer.group_send(group, message)
                     except Exception:
                         metrics.throttled_warning(
                             "broadcast_failed", "harper_resources: channel layer group_send failed", exc_info=True

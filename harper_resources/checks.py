@@ -7,13 +7,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings as django_settings
 from django.core import checks
 from django.db import models
 
 from .conf import DEFAULTS, PREFIX, settings
+
+if TYPE_CHECKING:
+    from .consumers import Resource
 
 
 @checks.register()
@@ -35,10 +38,10 @@ def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[checks.C
     return []
 
 
-def _all_resources() -> list[type]:
+def _all_resources() -> list[type[Resource]]:
     from .consumers import Resource
 
-    found: list[type] = []
+    found: list[type[Resource]] = []
     pending = list(Resource.__subclasses__())
     while pending:
         cls = pending.pop()

@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ClassVar
 
-from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_permission_codename
 from django.contrib.auth.models import AnonymousUser
@@ -28,6 +27,9 @@ from .streams import Frame, IncomingMessages, Stream
 logger = logging.getLogger("harper_resources")
 
 SERVER_ERROR = (1011, "Server error")
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Resource:
@@ -65,7 +67,7 @@ class Resource:
     def as_asgi(cls, **initkwargs: Any) -> Callable[..., Any]:
         """An ASGI application that runs a new instance of this resource per connection."""
 
-        async def app(scope: Any, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        async def app(scope: Any, receive: Receive, send: Send) -> None:
             await cls(**initkwargs)(scope, receive, send)
 
         app.consumer_class = cls  # type: ignore[attr-defined]
@@ -149,7 +151,7 @@ class Resource:
 
     # ASGI plumbing ---------------------------------------------------------------------
 
-    async def __call__(self, scope: Any, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
             raise ValueError(f"{type(self).__name__} handles WebSocket connections only")
         self.scope = scope
@@ -200,11 +202,10 @@ class Resource:
             raise InvalidStream(
                 f"{type(self).__name__}.connect() returned {type(result).__name__}, not an async iterable"
             )
-        return result.__aiter__()
+        iterator: AsyncIterator[Any] = result.__aiter__()
+        return iterator
 
-    async def _run(
-        self, receive: ASGIReceiveCallable, incoming: IncomingMessages, outgoing: AsyncIterator[Any]
-    ) -> None:
+    async def _run(self, receive: Receive, incoming: IncomingMessages, outgoing: AsyncIterator[Any]) -> None:
         reader = asyncio.ensure_future(self._read(receive, incoming))
         writer = asyncio.ensure_future(self._write(outgoing))
         try:
@@ -223,7 +224,7 @@ class Resource:
             if close is not None:
                 await self._close(*close)
 
-    async def _read(self, receive: ASGIReceiveCallable, incoming: IncomingMessages) -> tuple[int, str] | None:
+    async def _read(self, receive: Receive, incoming: IncomingMessages) -> tuple[int, str] | None:
         """Feed client frames to ``incoming``. Returns None when the client leaves, or the
         close code and reason for a frame this connection refuses."""
         limit = settings.MAX_MESSAGE_BYTES

@@ -19,8 +19,8 @@ async def not_found(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "websocket.close", "code": error.code, "reason": error.reason})
 
 
-class ResourceRouter(URLRouter):
+class ResourceRouter(URLRouter):  # type: ignore[misc]
     """``URLRouter(routes)`` that answers any other WebSocket path with close 4404."""
 
     def __init__(self, routes: list[Any]) -> None:
-        super().__init__([*routes, re_path(r"", not_found)])
+        super().__init__([*routes, re_path(r"", not_found)])  # type: ignore[arg-type]

@@ -39,7 +39,8 @@ class Frame:
     def data(self) -> dict[str, Any]:
         if self._data is None:
             self._data = json.loads(self.text)
-        return self._data
+        data: dict[str, Any] = self._data
+        return data
 
     def __getitem__(self, name: str) -> Any:
         return self.data[name]

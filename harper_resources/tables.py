@@ -76,7 +76,7 @@ def record_version(instance: models.Model) -> float:
         if isinstance(field, models.DateTimeField) and field.auto_now:
             stamp = field.value_from_object(instance)
             if stamp is not None:
-                return stamp.timestamp() * 1000.0
+                return float(stamp.timestamp() * 1000.0)
     return protocol.now_ms()
 
 

@@ -141,3 +141,20 @@ async def test_leading_zeros_name_the_same_record(ws):
     dog.age = 9
     await db(dog.save)()
     assert (await client.receive())["value"]["age"] == 9
+
+
+async def test_a_change_is_encoded_once_however_many_subscribers_it_has(ws, monkeypatch):
+    from harper_resources import protocol
+
+    dog = await db(Dog.objects.create)(name="Rex")
+    clients = [await ws(f"/dog/{dog.pk}") for _ in range(20)]
+    for client in clients:
+        await client.receive()
+    calls = []
+    real_encode = protocol.encode
+    monkeypatch.setattr(protocol, "encode", lambda value: calls.append(value) or real_encode(value))
+    dog.age = 11
+    await db(dog.save)()
+    for client in clients:
+        assert (await client.receive())["value"]["age"] == 11
+    assert len(calls) == 1

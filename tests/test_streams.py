@@ -1,0 +1,110 @@
+"""Stream and IncomingMessages on their own: the contracts resources rely on."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from harper_resources.streams import Frame, IncomingMessages, Stream
+
+
+async def drain(stream):
+    return [item async for item in stream]
+
+
+async def test_sent_messages_come_out_in_order_and_iteration_ends_on_close():
+    stream = Stream()
+    stream.send({"a": 1})
+    stream.send("two")
+    stream.close()
+    assert await drain(stream) == [{"a": 1}, "two"], "what was queued before close is still written"
+
+
+async def test_sends_after_close_are_ignored():
+    stream = Stream()
+    stream.close(4000, "done")
+    stream.send("late")
+    assert await drain(stream) == []
+    assert (stream.close_code, stream.close_reason) == (4000, "done")
+
+
+async def test_a_client_that_reads_too_slowly_is_closed_with_1013_and_its_queue_dropped(caplog):
+    stream = Stream(maxsize=3)
+    with caplog.at_level(logging.WARNING, logger="harper_resources"):
+        for n in range(10):
+            stream.send(n)
+    assert (stream.close_code, stream.close_reason) == (1013, "Client too slow")
+    assert await drain(stream) == []
+    assert caplog.text.count("read too slowly") == 1, "logged once, not per dropped message"
+
+
+async def test_held_frames_wait_for_the_first_frames_which_go_out_ahead_of_them():
+    stream = Stream()
+    stream._hold()
+    stream.send("live change")
+    stream._release(["first record"])
+    stream.close()
+    assert await drain(stream) == ["first record", "live change"]
+
+
+async def test_close_callbacks_run_once_even_if_the_connection_ends_twice():
+    stream = Stream()
+    calls = []
+    stream.on("close", lambda: calls.append(1))
+    stream._finish()
+    stream._finish()
+    assert calls == [1]
+
+
+def test_on_refuses_an_event_it_does_not_have():
+    with pytest.raises(ValueError, match="unknown event 'data'"):
+        Stream().on("data", print)
+    with pytest.raises(ValueError, match="unknown event 'close'"):
+        IncomingMessages().on("close", print)
+
+
+async def test_a_failing_data_callback_is_logged_and_the_next_message_still_arrives(caplog):
+    incoming = IncomingMessages()
+    seen = []
+    incoming.on("data", lambda message: 1 / 0)
+    incoming.on("data", seen.append)
+    with caplog.at_level(logging.ERROR, logger="harper_resources"):
+        incoming._push("one", 3)
+        incoming._push("two", 3)
+    assert seen == ["one", "two"]
+    assert "ZeroDivisionError" in caplog.text
+
+
+async def test_messages_sent_before_iteration_starts_are_kept():
+    incoming = IncomingMessages()
+    incoming._push("early", 5)
+    incoming._end()
+    assert [m async for m in incoming] == ["early"]
+
+
+async def test_without_a_reader_the_oldest_messages_make_room():
+    incoming = IncomingMessages(maxsize=2)
+    for n in range(5):
+        assert incoming._push(n, 1)
+    incoming._end()
+    assert [m async for m in incoming] == [3, 4]
+
+
+async def test_a_resource_that_reads_too_slowly_makes_the_connection_close():
+    incoming = IncomingMessages(maxsize=2)
+    incoming.__aiter__()
+    assert incoming._push(1, 1) and incoming._push(2, 1)
+    assert not incoming._push(3, 1), "the third unread message asks for a 1008 close"
+
+
+async def test_unread_bytes_are_bounded_too():
+    incoming = IncomingMessages(maxsize=100, max_bytes=10)
+    incoming.__aiter__()
+    assert incoming._push("a", 6)
+    assert not incoming._push("b", 6)
+
+
+def test_a_frame_is_written_as_its_text_and_readable_as_a_mapping():
+    frame = Frame('{"id":1,"type":"put","value":{"name":"Rex"}}')
+    assert frame["type"] == "put" and frame.get("value") == {"name": "Rex"} and frame.get("missing") is None
