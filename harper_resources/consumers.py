@@ -19,6 +19,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import models
 
 from . import broadcast, protocol, tables
+from .auth import AUTH_FAILED
 from .conf import settings
 from .exceptions import CloseConnection, Forbidden, InvalidStream, NotLoggedIn, ResourceNotFound
 from .hub import get_hub
@@ -97,10 +98,20 @@ class Resource:
         return bool(user.has_perm(f"{opts.app_label}.{get_permission_codename('view', opts)}"))
 
     def get_queryset(self) -> models.QuerySet[Any]:
-        """The records this connection may see (runs in a thread). Narrow it to hide
-        records; the initial frames are read from it."""
+        """The records the first frames are read from (runs in a thread, may use
+        ``self.user``). Narrow it together with ``allow_record`` to hide records."""
         assert self.model is not None
         return self.model._default_manager.all()
+
+    def allow_record(self, record: dict[str, Any]) -> bool:
+        """May this connection see ``record`` (the ``value`` of a ``put``: field name to
+        JSON value)? Checked for every first frame and every change, on the event loop,
+        so it must not touch the database. Default: every record.
+
+        When a change makes a record invisible, the connection gets a ``delete`` for it;
+        ``delete`` and ``message`` frames reach it only for records it was shown.
+        """
+        return True
 
     def connect(self, incoming_messages: IncomingMessages | None = None) -> Any:
         """The connection's outgoing stream. Default: the record stream (see the README).
@@ -129,12 +140,17 @@ class Resource:
             group = protocol.table_group(table)
         else:
             group = protocol.record_group(table, tables.key(self.pk))
+        narrowed = type(self).allow_record is not Resource.allow_record
+        visible: set[Any] = set()
+        listener = self._narrowed_listener(stream, visible) if narrowed else stream.send
         hub = get_hub()
-        listener = stream.send
         stream._add_cleanup(lambda: hub.unsubscribe(group, listener))
         try:
             await hub.subscribe(group, listener)
             first = await database_sync_to_async(self._first_frames)() if self.model is not None else []
+            if narrowed:
+                first = [frame for frame in first if self._allows(frame["value"])]
+                visible.update(frame["id"] for frame in first)
         except Exception:
             logger.exception("harper_resources: could not open the record stream of %s", self.scope.get("path"))
             stream.close(*SERVER_ERROR)
@@ -148,6 +164,32 @@ class Resource:
         else:
             records = list(queryset.order_by("pk")[: settings.COLLECTION_LIMIT])
         return [Frame(tables.put_frame(record)) for record in records]
+
+    def _allows(self, record: dict[str, Any]) -> bool:
+        try:
+            return bool(self.allow_record(record))
+        except Exception:
+            logger.exception("harper_resources: %s.allow_record failed; record hidden", type(self).__name__)
+            return False
+
+    def _narrowed_listener(self, stream: Stream, visible: set[Any]) -> Callable[[Frame], None]:
+        """A listener that passes only the frames ``allow_record`` lets this connection see."""
+
+        def listener(frame: Frame) -> None:
+            kind, pk = frame["type"], frame["id"]
+            if kind == protocol.PUT:
+                if self._allows(frame["value"]):
+                    visible.add(pk)
+                    stream.send(frame)
+                elif pk in visible:
+                    visible.discard(pk)
+                    stream.send(Frame(protocol.delete_frame(pk, frame["version"])))
+            elif pk in visible:
+                if kind == protocol.DELETE:
+                    visible.discard(pk)
+                stream.send(frame)
+
+        return listener
 
     # ASGI plumbing ---------------------------------------------------------------------
 
@@ -177,6 +219,8 @@ class Resource:
     async def _authorise(self) -> None:
         user = self.scope.get("user")
         self.user = user if user is not None else AnonymousUser()
+        if self.scope.get(AUTH_FAILED):
+            raise NotLoggedIn()
         raw_id = self.scope.get("url_route", {}).get("kwargs", {}).get(self.id_kwarg)
         self.id = None if raw_id is None else str(raw_id)
         if self.model is not None and self.id is not None:
@@ -206,8 +250,11 @@ class Resource:
         return iterator
 
     async def _run(self, receive: Receive, incoming: IncomingMessages, outgoing: AsyncIterator[Any]) -> None:
-        reader = asyncio.ensure_future(self._read(receive, incoming))
         writer = asyncio.ensure_future(self._write(outgoing))
+        # Let the stream start first, so a generator that iterates incoming_messages at
+        # once is iterating before the first client message is read.
+        await asyncio.sleep(0)
+        reader = asyncio.ensure_future(self._read(receive, incoming))
         try:
             await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
         finally:

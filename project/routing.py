@@ -2,12 +2,13 @@
 
 from django.urls import path
 
-from project.dogs.resources import DogCollection, DogStatus
+from project.dogs.resources import DogCollection, DogStatus, Me
 from project.dogs.seed_examples import DogNotes, DogStatusMinimal, DogStatusSeed
 
 websocket_urlpatterns = [
     path("dog/<str:id>", DogStatus.as_asgi()),  # a record path: /dog/341
     path("dog/", DogCollection.as_asgi()),  # the collection path: every dog
+    path("me", Me.as_asgi()),  # who this socket is logged in as (needs a login)
     # The seed page's three server examples, as written there:
     path("notes/<str:id>", DogNotes.as_asgi()),
     path("status-minimal/<str:id>", DogStatusMinimal.as_asgi()),

@@ -63,13 +63,14 @@ class Client:
 
 @pytest.fixture
 async def ws() -> AsyncIterator[Callable[..., Any]]:
-    """``await ws("/dog/1")`` opens a client on the test routes; all close at the end."""
+    """``await ws("/dog/1", headers=[...])`` opens a client on the test routes (with the
+    session and Basic auth middleware); all close at the end."""
     from tests.routing import application
 
     opened: list[WebsocketCommunicator] = []
 
-    async def open_client(path: str, **kwargs: Any) -> Client:
-        communicator = WebsocketCommunicator(application, path, **kwargs)
+    async def open_client(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> Client:
+        communicator = WebsocketCommunicator(application, path, headers=headers)
         opened.append(communicator)
         connected, _ = await communicator.connect(timeout=3)
         assert connected, f"{path} refused the handshake"

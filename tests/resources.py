@@ -148,3 +148,44 @@ class PlainPublisher(Public):
         outgoing = super().connect(incoming_messages)
         incoming_messages.on("data", self.publish)
         return outgoing
+
+
+class PrivateDogs(Resource):
+    """Dog with the default permission: the model's view permission."""
+
+    model = Dog
+
+
+class MembersOnly(Resource):
+    """A plain resource with the default: any authenticated user."""
+
+    async def connect(self, incoming_messages):
+        yield {"user": self.user.get_username()}
+
+
+class AsyncAllowRead(Resource):
+    model = Dog
+
+    async def allow_read(self, user):
+        return user.get_username() == "async-friend"
+
+
+class YoungDogsOnly(Public):
+    """A narrowed collection: only dogs under 10 are shown."""
+
+    model = Dog
+
+    def get_queryset(self):
+        return super().get_queryset().filter(age__lt=10)
+
+    def allow_record(self, record):
+        return record["age"] < 10
+
+
+class StuckReader(Public):
+    """Starts reading its messages, then never reads another."""
+
+    async def connect(self, incoming_messages):
+        async for _message in incoming_messages:
+            await asyncio.sleep(3600)
+            yield _message

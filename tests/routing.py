@@ -3,6 +3,7 @@
 from django.urls import path
 
 from harper_resources import Resource
+from harper_resources.auth import ResourceAuthMiddlewareStack
 from harper_resources.routing import ResourceRouter
 from project.dogs.models import Dog
 from project.dogs.resources import DogStatus
@@ -43,6 +44,13 @@ websocket_urlpatterns = [
     path("generator-cleanup/<str:id>", resources.GeneratorCleanup.as_asgi()),
     path("publisher/<str:id>", resources.Publisher.as_asgi()),
     path("plain-publisher/<str:id>", resources.PlainPublisher.as_asgi()),
+    path("private-dog/<str:id>", resources.PrivateDogs.as_asgi()),
+    path("private-dog/", resources.PrivateDogs.as_asgi()),
+    path("members", resources.MembersOnly.as_asgi()),
+    path("stuck-reader", resources.StuckReader.as_asgi()),
+    path("async-allow/<str:id>", resources.AsyncAllowRead.as_asgi()),
+    path("young-dogs/", resources.YoungDogsOnly.as_asgi()),
+    path("young-dogs/<str:id>", resources.YoungDogsOnly.as_asgi()),
 ]
 
-application = ResourceRouter(websocket_urlpatterns)
+application = ResourceAuthMiddlewareStack(ResourceRouter(websocket_urlpatterns))

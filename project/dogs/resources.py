@@ -48,3 +48,13 @@ class DogStatus(Resource):
         if not isinstance(note, str) or not note.strip():
             return
         await self.publish({"dogId": self.id, "note": note.strip()[:MAX_NOTE_LENGTH]})
+
+
+class Me(Resource):
+    """/me: who this socket is logged in as. Needs a login (the session cookie of a
+    browser, or HTTP Basic from a script); anonymous clients are closed with 3000."""
+
+    async def connect(self, incoming_messages):
+        yield {"username": self.user.get_username(), "isStaff": self.user.is_staff}
+        async for _ in incoming_messages:
+            pass  # stay open until the client leaves
