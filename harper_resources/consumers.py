@@ -123,6 +123,7 @@ class Resource:
         stream = Stream(maxsize=settings.SEND_QUEUE_SIZE)
         self._streams.append(stream)
         stream._hold()
+        stream._subscribed = asyncio.get_running_loop().create_future()
         stream.create_task(self._subscribe(stream))
         return stream
 
@@ -147,12 +148,19 @@ class Resource:
         stream._add_cleanup(lambda: hub.unsubscribe(group, listener))
         try:
             await hub.subscribe(group, listener)
+        except Exception:
+            logger.exception("harper_resources: could not subscribe %s", self.scope.get("path"))
+            stream._mark_subscribed(False)
+            stream.close(*SERVER_ERROR)
+            return
+        stream._mark_subscribed(True)
+        try:
             first = await database_sync_to_async(self._first_frames)() if self.model is not None else []
             if narrowed:
                 first = [frame for frame in first if self._allows(frame["value"])]
                 visible.update(frame["id"] for frame in first)
         except Exception:
-            logger.exception("harper_resources: could not open the record stream of %s", self.scope.get("path"))
+            logger.exception("harper_resources: could not read the first frames of %s", self.scope.get("path"))
             stream.close(*SERVER_ERROR)
             return
         stream._release(first)
@@ -200,21 +208,34 @@ class Resource:
         if (await receive())["type"] != "websocket.connect":
             return
         self._asgi_send = send
-        await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
         incoming = IncomingMessages(maxsize=settings.RECEIVE_QUEUE_SIZE, max_bytes=8 * settings.MAX_MESSAGE_BYTES)
         try:
             await self._authorise()
             outgoing = await self._open(incoming)
+            await self._subscriptions_ready()
         except CloseConnection as exc:
-            await self._close(exc.code, exc.reason)
-            self._finish(incoming)
+            await self._refuse(exc.code, exc.reason, incoming)
             return
         except Exception:
             logger.exception("harper_resources: connect() of %s failed", type(self).__name__)
-            await self._close(*SERVER_ERROR)
-            self._finish(incoming)
+            await self._refuse(*SERVER_ERROR, incoming)
             return
+        # Accepted only now: once a client sees the socket open, every change committed
+        # after that reaches it.
+        await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
         await self._run(receive, incoming, outgoing)
+
+    async def _refuse(self, code: int, reason: str, incoming: IncomingMessages) -> None:
+        # Accept, then close: a browser sees the close code only on an open socket.
+        await self._asgi_send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+        await self._close(code, reason)
+        self._finish(incoming)
+
+    async def _subscriptions_ready(self) -> None:
+        """Wait until the streams ``connect()`` opened are subscribed (raises if one failed)."""
+        for stream in self._streams:
+            if stream._subscribed is not None and not await stream._subscribed:
+                raise RuntimeError("the record stream could not subscribe")
 
     async def _authorise(self) -> None:
         user = self.scope.get("user")

@@ -17,8 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 
@@ -61,7 +60,14 @@ def running_hubs() -> list[Hub]:
 
 
 class Hub:
-    """Listeners by group for one event loop, and that loop's channel-layer membership."""
+    """Listeners by group for one event loop, and that loop's channel-layer membership.
+
+    Membership changes go through one worker task that reconciles what the layer has
+    (``_joined``) with what the listeners need, one group at a time. So a thousand
+    clients leaving at once cost at most one ``group_discard`` per group and never more
+    than one layer call in flight per hub (no connection-pool exhaustion), and a join
+    never overtakes a leave of the same group.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, layer: BaseChannelLayer | None) -> None:
         self.loop = loop
@@ -69,11 +75,14 @@ class Hub:
         self.local_only = is_process_local(layer)
         self.channel_name: str | None = None
         self._listeners: dict[str, set[Listener]] = {}
-        # The last membership operation (join or leave) of each group; the next one for
-        # that group runs after it, so joins and leaves never overtake each other.
-        self._membership: dict[str, asyncio.Task[None]] = {}
+        self._joined: set[str] = set()
+        self._dirty: dict[str, None] = {}  # an ordered set of groups to reconcile
+        self._renew: set[str] = set()  # joined groups to join again (expiry, layer restart)
+        self._join_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._worker: asyncio.Task[None] | None = None
         self._started: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
 
     # Subscriptions ---------------------------------------------------------------------
 
@@ -83,19 +92,17 @@ class Hub:
         Returns once the layer membership is in place, so a change committed after
         this returns is delivered. Raises if the channel layer fails.
         """
-        listeners = self._listeners.get(group)
-        if listeners is None:
-            listeners = self._listeners[group] = set()
-            if not self.local_only:
-                self._chain(group, self._join)
-        listeners.add(listener)
-        pending = self._membership.get(group)
-        if pending is not None:
-            try:
-                await asyncio.shield(pending)
-            except BaseException:
-                self.unsubscribe(group, listener)
-                raise
+        self._listeners.setdefault(group, set()).add(listener)
+        if self.local_only or group in self._joined:
+            return
+        waiter = self.loop.create_future()
+        self._join_waiters.setdefault(group, []).append(waiter)
+        self._mark(group)
+        try:
+            await waiter
+        except BaseException:
+            self.unsubscribe(group, listener)
+            raise
 
     def unsubscribe(self, group: str, listener: Listener) -> None:
         """Stop delivering ``group`` to ``listener``; leaves the layer group with the last one."""
@@ -106,10 +113,10 @@ class Hub:
         if listeners:
             return
         del self._listeners[group]
-        if not self.local_only:
-            self._chain(group, self._leave)
-        if not self._listeners:
+        if self.local_only:
             self._stop_when_idle()
+        else:
+            self._mark(group)
 
     def listener_count(self) -> int:
         """How many listeners this hub has, over all groups."""
@@ -135,31 +142,44 @@ class Hub:
 
     # Channel-layer membership ----------------------------------------------------------
 
-    def _chain(self, group: str, operation: Callable[[str], Awaitable[None]]) -> None:
-        previous = self._membership.get(group)
+    def _mark(self, group: str) -> None:
+        self._dirty[group] = None
+        if self._worker is None:
+            self._worker = self.loop.create_task(self._reconcile())
 
-        async def run() -> None:
-            if previous is not None:
-                try:
-                    await previous
-                except BaseException:
-                    pass
-            await operation(group)
-
-        task = self.loop.create_task(run())
-        self._membership[group] = task
-        task.add_done_callback(lambda done: self._membership_done(group, done))
-
-    def _membership_done(self, group: str, task: asyncio.Task[None]) -> None:
-        if self._membership.get(group) is task:
-            del self._membership[group]
-        if not task.cancelled() and task.exception() is not None:
-            metrics.throttled_warning(
-                "group_membership_failed",
-                "harper_resources: channel layer group join/leave failed for %s",
-                group,
-                exc_info=True,
-            )
+    async def _reconcile(self) -> None:
+        assert self.layer is not None
+        while self._dirty:
+            group = next(iter(self._dirty))
+            del self._dirty[group]
+            wanted = group in self._listeners
+            error: Exception | None = None
+            try:
+                if wanted and (group not in self._joined or group in self._renew):
+                    channel = await self._ensure_started()
+                    await self.layer.group_add(group, channel)
+                    self._joined.add(group)
+                elif not wanted and group in self._joined:
+                    # Forget it first: if the discard fails, the layer's group expiry ends it.
+                    self._joined.discard(group)
+                    await self.layer.group_discard(group, self.channel_name)
+            except Exception as exc:
+                error = exc
+                metrics.throttled_warning(
+                    "group_membership_failed",
+                    "harper_resources: channel layer group join/leave failed for %s",
+                    group,
+                    exc_info=True,
+                )
+            self._renew.discard(group)
+            for waiter in self._join_waiters.pop(group, []):
+                if waiter.done():
+                    continue
+                if error is not None and wanted:
+                    waiter.set_exception(error)
+                else:
+                    waiter.set_result(None)
+        self._worker = None
         self._stop_when_idle()
 
     async def _ensure_started(self) -> str:
@@ -175,17 +195,7 @@ class Hub:
         self._tasks.append(self.loop.create_task(self._receive_loop()))
         expiry = getattr(self.layer, "group_expiry", None)
         if expiry:
-            self._tasks.append(self.loop.create_task(self._refresh_loop(float(expiry))))
-
-    async def _join(self, group: str) -> None:
-        channel = await self._ensure_started()
-        assert self.layer is not None
-        await self.layer.group_add(group, channel)
-
-    async def _leave(self, group: str) -> None:
-        if self.channel_name is None or self.layer is None:
-            return
-        await self.layer.group_discard(group, self.channel_name)
+            self._tasks.append(self.loop.create_task(self._renew_loop(float(expiry))))
 
     async def _receive_loop(self) -> None:
         assert self.layer is not None and self.channel_name is not None
@@ -205,32 +215,28 @@ class Hub:
             if delay:
                 # The layer came back: it may have lost our memberships (a restarted Redis).
                 delay = 0.0
-                await self._rejoin_all()
+                self._renew_all()
             if message.get("type") == protocol.EVENT_TYPE:
                 self.dispatch(message["group"], message["frame"])
 
-    async def _refresh_loop(self, expiry: float) -> None:
+    async def _renew_loop(self, expiry: float) -> None:
         # Layers end memberships older than group_expiry; joining again renews them, so
         # connections that live longer than the expiry keep receiving.
         while True:
-            await asyncio.sleep(max(expiry / 2, 0.5))
-            await self._rejoin_all()
+            await asyncio.sleep(max(expiry / 3, 0.2))
+            self._renew_all()
 
-    async def _rejoin_all(self) -> None:
-        assert self.layer is not None and self.channel_name is not None
-        for group in list(self._listeners):
-            try:
-                await self.layer.group_add(group, self.channel_name)
-            except Exception:
-                metrics.throttled_warning(
-                    "group_membership_failed", "harper_resources: renewing group %s failed", group, exc_info=True
-                )
+    def _renew_all(self) -> None:
+        for group in list(self._joined):
+            self._renew.add(group)
+            self._mark(group)
 
     # Life cycle ------------------------------------------------------------------------
 
     def _stop_when_idle(self) -> None:
-        if self._listeners or self._membership:
+        if self._listeners or self._dirty or self._worker is not None or self._joined or self._stopped:
             return
+        self._stopped = True
         with _hubs_lock:
             if _hubs.get(self.loop) is self:
                 del _hubs[self.loop]
@@ -251,12 +257,3 @@ def deliver_locally(group: str, text: str) -> None:
             with _hubs_lock:
                 if _hubs.get(hub.loop) is hub:
                     del _hubs[hub.loop]
-
-
-def active_tasks() -> list[asyncio.Task[Any]]:
-    """Tasks the hubs of this process are running (for leak checks)."""
-    tasks: list[asyncio.Task[Any]] = []
-    for hub in running_hubs():
-        tasks.extend(task for task in hub._tasks if not task.done())
-        tasks.extend(task for task in hub._membership.values() if not task.done())
-    return tasks

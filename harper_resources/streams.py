@@ -117,6 +117,9 @@ class Stream(_Emitter):
         self.close_reason = ""
         self._cleanups: list[Callable[[], None]] = []
         self._held = False
+        # Resolves True once the stream's subscription is in place (False if it failed);
+        # None for a stream that subscribes to nothing.
+        self._subscribed: asyncio.Future[bool] | None = None
 
     @property
     def closed(self) -> bool:
@@ -148,6 +151,10 @@ class Stream(_Emitter):
         self.close_code = code
         self.close_reason = reason
         self._wake()
+
+    def _mark_subscribed(self, ok: bool) -> None:
+        if self._subscribed is not None and not self._subscribed.done():
+            self._subscribed.set_result(ok)
 
     def _hold(self) -> None:
         """Queue but do not yield messages until ``_release`` (while the first frames load)."""
@@ -190,6 +197,7 @@ class Stream(_Emitter):
             except Exception:
                 logger.exception("harper_resources: stream clean-up failed")
         self._cleanups.clear()
+        self._mark_subscribed(False)
         self._cancel_tasks()
         # After the cancel: an async close callback runs as a task of its own, to the end.
         self._emit("close")

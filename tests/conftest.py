@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from harper_resources import hub
+from harper_resources import broadcast, hub
 
 #: Set by .ci/run: services and tools the suite needs must be there, not skipped.
 REQUIRE_SERVICES = os.environ.get("HARPER_REQUIRE_SERVICES") == "1"
@@ -91,8 +92,19 @@ async def ws() -> AsyncIterator[Callable[..., Any]]:
 
 
 def db(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run an ORM call from async test code: ``await db(Dog.objects.create)(name=...)``."""
-    return database_sync_to_async(fn)
+    """Run an ORM call from async test code: ``await db(Dog.objects.create)(name=...)``.
+
+    Returns once the call's broadcasts reached the channel layer, so a client that
+    subscribes afterwards does not also get them as live frames (with Redis they are
+    sent from a background thread, a few milliseconds later).
+    """
+
+    def call_and_flush(*args: Any, **kwargs: Any) -> Any:
+        result = fn(*args, **kwargs)
+        assert broadcast.flush(timeout=5)
+        return result
+
+    return database_sync_to_async(call_and_flush)
 
 
 @pytest.fixture(scope="session")
@@ -111,3 +123,64 @@ def admin(demo_server):
     from tests.live import AdminClient
 
     return AdminClient(demo_server.url)
+
+
+REDIS_URL = os.environ.get("HARPER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+REDIS_LAYERS = {
+    "redis": "channels_redis.core.RedisChannelLayer",
+    "redis-pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+}
+
+
+def redis_available() -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def redis_layer_settings(kind: str, **config: Any) -> dict[str, Any]:
+    """CHANNEL_LAYERS for a Redis layer with a prefix of its own (no clash with other runs)."""
+    import uuid
+
+    return {
+        "default": {
+            "BACKEND": REDIS_LAYERS[kind],
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"harper-test-{uuid.uuid4().hex[:8]}", **config},
+        }
+    }
+
+
+@contextlib.contextmanager
+def use_layers(layers: dict[str, Any]) -> Iterator[None]:
+    """Switch CHANNEL_LAYERS for the test, with fresh layer objects before and after."""
+    from channels.layers import channel_layers
+    from django.test import override_settings
+
+    channel_layers.backends.clear()
+    with override_settings(CHANNEL_LAYERS=layers):
+        yield
+        broadcast.flush(timeout=5)
+    channel_layers.backends.clear()
+
+
+@pytest.fixture
+def redis_service() -> str:
+    """The Redis URL the tests use; skips (fails in CI) when no Redis answers."""
+    if not redis_available():
+        missing(f"Redis at {REDIS_URL}")
+    return REDIS_URL
+
+
+@pytest.fixture(params=["memory", "redis", "redis-pubsub"])
+def layer(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs a test once per channel layer: in-memory, Redis, Redis pub/sub."""
+    if request.param == "memory":
+        yield "memory"
+        return
+    request.getfixturevalue("redis_service")
+    with use_layers(redis_layer_settings(request.param)):
+        yield request.param

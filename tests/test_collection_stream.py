@@ -8,7 +8,7 @@ from django.test import override_settings
 from project.dogs.models import Dog
 from tests.conftest import db
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("layer")]
 
 
 async def test_opening_the_collection_sends_one_put_per_record_in_key_order(ws):

@@ -10,7 +10,7 @@ from tests.conftest import db
 from tests.resources import PlainPublisher
 from tests.testapp.models import Stamped
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("layer")]
 
 
 async def test_await_self_publish_reaches_every_subscriber_of_the_record(ws):

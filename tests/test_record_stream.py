@@ -8,7 +8,7 @@ from django.db import transaction
 from project.dogs.models import Dog
 from tests.conftest import db
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("layer")]
 
 
 async def test_an_existing_record_arrives_first_as_a_put_frame(ws):
