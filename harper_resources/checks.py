@@ -3,10 +3,12 @@
 - ``harper_resources.E001``: the channel layer alias is not configured.
 - ``harper_resources.E002``: a Resource's ``model`` is not a concrete Django model.
 - ``harper_resources.E003``: a ``HARPER_RESOURCES_*`` setting has a bad value.
+- ``harper_resources.W001``: the layer would drop bursts on the hubs' channels (capacity).
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings as django_settings
@@ -101,3 +103,35 @@ def _bad_setting(name: str, value: Any, expected: str) -> checks.Error:
         hint=f"Remove it to use the default ({DEFAULTS[name]!r}) or set {expected}.",
         id="harper_resources.E003",
     )
+
+
+#: A hub channel carries every change its process serves; below this a burst is dropped.
+MIN_HUB_CAPACITY = 1000
+
+
+@checks.register()
+def check_hub_capacity(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    from channels.layers import get_channel_layer
+
+    from .hub import HUB_CHANNEL_PREFIX, is_process_local
+
+    try:
+        layer = get_channel_layer(settings.CHANNEL_LAYER)
+    except Exception:
+        return []  # E001 or the layer's own error says what is wrong
+    # Static look-ups: the pub/sub layer proxies attributes to a per-event-loop object.
+    if is_process_local(layer) or inspect.getattr_static(layer, "get_capacity", None) is None:
+        return []  # in-memory delivery skips the layer
+    if inspect.getattr_static(layer, "group_expiry", None) is None:
+        return []  # the pub/sub layer queues without a bound
+    capacity = layer.get_capacity(HUB_CHANNEL_PREFIX + "example!x")
+    if capacity >= MIN_HUB_CAPACITY:
+        return []
+    return [
+        checks.Warning(
+            f"The channel layer {settings.CHANNEL_LAYER!r} holds at most {capacity} messages per hub channel; "
+            "a burst of more changes than that is dropped by the layer.",
+            hint=f'Add "channel_capacity": {{"{HUB_CHANNEL_PREFIX}*": 100000}} to its CONFIG.',
+            id="harper_resources.W001",
+        )
+    ]

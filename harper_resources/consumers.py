@@ -276,8 +276,12 @@ class Resource:
         # once is iterating before the first client message is read.
         await asyncio.sleep(0)
         reader = asyncio.ensure_future(self._read(receive, incoming))
+        # A stream closed with abort (a client too slow to read) stops the writer at
+        # once, even in the middle of a send the client does not take.
+        aborts = [stream._abort_signal() for stream in self._streams]
         try:
-            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            waiting: set[asyncio.Future[Any]] = {reader, writer, *aborts}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (reader, writer):
                 task.cancel()
@@ -287,6 +291,8 @@ class Resource:
                 close = reader.result()  # None: the client left
             elif writer.done() and not writer.cancelled():
                 close = self._writer_close(writer.exception())
+            elif any(abort.done() for abort in aborts):
+                close = self._writer_close(None)
             await self._aclose(outgoing)
             self._finish(incoming)
             if close is not None:

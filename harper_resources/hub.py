@@ -29,6 +29,9 @@ logger = logging.getLogger("harper_resources")
 
 Listener = Callable[[Frame], None]
 
+#: Prefix of each hub's channel name (for channel_capacity patterns).
+HUB_CHANNEL_PREFIX = "harper-hub."
+
 _hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
 _hubs_lock = threading.Lock()
 
@@ -191,7 +194,7 @@ class Hub:
 
     async def _start(self) -> None:
         assert self.layer is not None
-        self.channel_name = await self.layer.new_channel(prefix="harper-hub.")
+        self.channel_name = await self.layer.new_channel(prefix=HUB_CHANNEL_PREFIX)
         self._tasks.append(self.loop.create_task(self._receive_loop()))
         expiry = getattr(self.layer, "group_expiry", None)
         if expiry:
@@ -211,11 +214,11 @@ class Hub:
                 )
                 delay = min(max(delay * 2, 0.1), 5.0)
                 await asyncio.sleep(delay)
-                continue
-            if delay:
-                # The layer came back: it may have lost our memberships (a restarted Redis).
-                delay = 0.0
+                # The layer may have lost our memberships (a restarted Redis keeps none):
+                # join again before the next receive, or nothing would ever arrive.
                 self._renew_all()
+                continue
+            delay = 0.0
             if message.get("type") == protocol.EVENT_TYPE:
                 self.dispatch(message["group"], message["frame"])
 

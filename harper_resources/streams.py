@@ -120,6 +120,8 @@ class Stream(_Emitter):
         # Resolves True once the stream's subscription is in place (False if it failed);
         # None for a stream that subscribes to nothing.
         self._subscribed: asyncio.Future[bool] | None = None
+        self._aborted = False
+        self._abort_waiter: asyncio.Future[None] | None = None
 
     @property
     def closed(self) -> bool:
@@ -136,21 +138,33 @@ class Stream(_Emitter):
                 "slow_client_closed", "harper_resources: a client read too slowly; its stream was closed (1013)"
             )
             self._queue.clear()
-            self.close(1013, "Client too slow")
+            self.close(1013, "Client too slow", abort=True)
             return
         self._queue.append(message)
         self._wake()
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = 1000, reason: str = "", *, abort: bool = False) -> None:
         """End the stream: the socket closes with ``code`` and ``reason`` once the frames
-        already queued are written, close callbacks run once, and the connection's tasks
-        are cancelled."""
+        already queued are written (at once, dropping them, with ``abort``), close
+        callbacks run once, and the connection's tasks are cancelled."""
         if self._closing:
             return
         self._closing = True
         self.close_code = code
         self.close_reason = reason
+        if abort:
+            self._aborted = True
+            if self._abort_waiter is not None and not self._abort_waiter.done():
+                self._abort_waiter.set_result(None)
         self._wake()
+
+    def _abort_signal(self) -> asyncio.Future[None]:
+        """Resolves when the stream is closed with ``abort`` (the writer must stop now)."""
+        if self._abort_waiter is None:
+            self._abort_waiter = asyncio.get_running_loop().create_future()
+            if self._aborted:
+                self._abort_waiter.set_result(None)
+        return self._abort_waiter
 
     def _mark_subscribed(self, ok: bool) -> None:
         if self._subscribed is not None and not self._subscribed.done():

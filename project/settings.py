@@ -65,14 +65,29 @@ DATABASES = {
 
 REDIS_URL = os.environ.get("REDIS_URL")
 if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+    # Several processes: channels-redis. The pub/sub layer by default (see the README,
+    # "Running several processes", for why); REDIS_LAYER=core picks RedisChannelLayer.
+    if os.environ.get("REDIS_LAYER", "pubsub") == "core":
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                # The hub channel of each process carries every change it serves: give
+                # it room for bursts (channels-redis drops past capacity, default 100).
+                "CONFIG": {"hosts": [REDIS_URL], "channel_capacity": {"harper-hub.*": 100_000}},
+            }
         }
-    }
+    else:
+        CHANNEL_LAYERS = {
+            "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# HARPER_RESOURCES_<NAME> in the environment overrides that setting (numbers only), so
+# the demo can be tuned without editing this file.
+for _name, _value in os.environ.items():
+    if _name.startswith("HARPER_RESOURCES_") and _name != "HARPER_RESOURCES_CHANNEL_LAYER":
+        globals()[_name] = float(_value) if "." in _value else int(_value)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -30,7 +30,7 @@ class DemoServer:
     ``env`` extends the server's environment (``REDIS_URL``, say). Stop with ``stop()``.
     """
 
-    def __init__(self, workdir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None, server: str = "daphne") -> None:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -45,10 +45,12 @@ class DemoServer:
             **(env or {}),
         }
         self.env.pop("DJANGO_DEBUG", None)
-        self.log_path = workdir / "server.log"
+        self.server = server
+        self.log_path = workdir / f"server-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> DemoServer:
+    def prepare(self) -> DemoServer:
+        """Migrate the database and add the sample dogs and the admin user."""
         subprocess.run(
             [sys.executable, "manage.py", "rundemo", "--no-serve"],
             cwd=ROOT,
@@ -56,10 +58,20 @@ class DemoServer:
             check=True,
             capture_output=True,
         )
+        return self
+
+    def command(self) -> list[str]:
+        if self.server == "uvicorn":
+            return [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port)]
         daphne = shutil.which("daphne", path=str(Path(sys.executable).parent)) or "daphne"
+        return [daphne, "-b", "127.0.0.1", "-p", str(self.port)]
+
+    def start(self, prepare: bool = True) -> DemoServer:
+        if prepare:
+            self.prepare()
         self.log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [daphne, "-b", "127.0.0.1", "-p", str(self.port), "project.asgi:application"],
+            [*self.command(), "project.asgi:application"],
             cwd=ROOT,
             env=self.env,
             stdout=self.log,
@@ -90,6 +102,19 @@ class DemoServer:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def run_script(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a new Django process (``manage.py shell -c``) that exits when done."""
+    return subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 class AdminClient:

@@ -47,3 +47,17 @@ def test_bad_setting_values_are_E003_naming_the_setting():
     assert ids(errors) == ["harper_resources.E003", "harper_resources.E003"]
     assert "HARPER_RESOURCES_COLLECTION_LIMIT" in errors[0].msg
     assert "HARPER_RESOURCES_MAX_MESSAGE_BYTES" in errors[1].msg
+
+
+def test_a_redis_layer_with_the_default_capacity_is_warned_about_as_W001(redis_service):
+    from harper_resources.checks import check_hub_capacity
+    from tests.conftest import redis_layer_settings, use_layers
+
+    with use_layers(redis_layer_settings("redis")):
+        (warning,) = check_hub_capacity()
+    assert warning.id == "harper_resources.W001"
+    assert "channel_capacity" in warning.hint
+    with use_layers(redis_layer_settings("redis", channel_capacity={"harper-hub.*": 100_000})):
+        assert check_hub_capacity() == []
+    with use_layers(redis_layer_settings("redis-pubsub")):
+        assert check_hub_capacity() == []

@@ -1,0 +1,107 @@
+"""Several processes over Redis: real daphne servers, a writer script, the layer itself."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+import websockets
+from websockets.sync.client import connect
+
+from tests.live import DemoServer, run_script
+
+pytestmark = pytest.mark.usefixtures("redis_service")
+
+
+@pytest.fixture(params=["pubsub", "core"])
+def redis_env(request, redis_service):
+    """Environment of the demo on Redis, with a key prefix of its own."""
+    return {"REDIS_URL": redis_service, "REDIS_LAYER": request.param}
+
+
+@pytest.fixture
+def two_servers(tmp_path, redis_env):
+    first = DemoServer(tmp_path, env=redis_env).start()
+    second = DemoServer(tmp_path, env=redis_env).start(prepare=False)
+    yield first, second
+    first.stop()
+    second.stop()
+
+
+def record_frames(sock, until, timeout=10):
+    """Record frames (the pulse left out) until ``until(frames)`` is true."""
+    frames = []
+    deadline = time.monotonic() + timeout
+    while not until(frames):
+        frame = json.loads(sock.recv(timeout=max(deadline - time.monotonic(), 0.01)))
+        if "status" not in frame:
+            frames.append(frame)
+    return frames
+
+
+WRITER = """
+from project.dogs.models import Dog
+for pk in (341, 342, 343):
+    Dog.objects.filter(pk=pk).update(age=0)
+for age in range(1, {n} + 1):
+    for pk in (341, 342, 343):
+        dog = Dog.objects.get(pk=pk)
+        dog.age = age
+        dog.save(update_fields=["age"])
+print("wrote")
+"""
+
+
+def test_a_script_on_another_process_reaches_clients_of_both_servers_in_commit_order(two_servers):
+    first, second = two_servers
+    n = 100
+    with (
+        connect(first.ws_url + "/dog/341") as a341,
+        connect(second.ws_url + "/dog/341") as b341,
+        connect(second.ws_url + "/dog/342") as b342,
+        connect(first.ws_url + "/dog/") as collection,
+    ):
+        for sock in (a341, b341, b342):
+            record_frames(sock, lambda frames: len(frames) == 1)
+        record_frames(collection, lambda frames: {341, 342, 343} <= {f["id"] for f in frames})
+        result = run_script(WRITER.format(n=n), first.env)  # saves 300 times, then exits at once
+        assert "wrote" in result.stdout
+
+        def done(pk):
+            return lambda frames: any(f["id"] == pk and f["value"]["age"] == n for f in frames)
+
+        for sock, pk in ((a341, 341), (b341, 341), (b342, 342)):
+            ages = [f["value"]["age"] for f in record_frames(sock, done(pk))]
+            assert ages == list(range(1, n + 1)), f"dog {pk}: every change, in commit order"
+        frames = record_frames(collection, lambda frames: all(done(pk)(frames) for pk in (341, 342, 343)))
+        for pk in (341, 342, 343):
+            assert [f["value"]["age"] for f in frames if f["id"] == pk] == list(range(1, n + 1))
+
+
+def redis_keys(url, pattern):
+    import redis
+
+    return redis.Redis.from_url(url).keys(pattern)
+
+
+def test_a_thousand_clients_leaving_at_once_leave_no_group_membership_in_redis(tmp_path, redis_service):
+    server = DemoServer(tmp_path, env={"REDIS_URL": redis_service, "REDIS_LAYER": "core"}).start()
+    try:
+
+        async def crowd():
+            sockets = await asyncio.gather(
+                *(websockets.connect(f"{server.ws_url}/dog/{10_000 + n}", open_timeout=30) for n in range(1000))
+            )
+            groups_while_open = len(redis_keys(redis_service, "asgi:group:harper.dogs.dog.*"))
+            await asyncio.gather(*(sock.close() for sock in sockets))
+            return groups_while_open
+
+        assert asyncio.run(crowd()) == 1000, "one membership per record group, not per connection"
+        deadline = time.monotonic() + 20
+        while redis_keys(redis_service, "asgi:group:harper.dogs.dog.*") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert redis_keys(redis_service, "asgi:group:harper.dogs.dog.*") == []
+    finally:
+        server.stop()
