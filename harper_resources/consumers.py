@@ -23,7 +23,7 @@ from .auth import AUTH_FAILED
 from .conf import settings
 from .exceptions import CloseConnection, Forbidden, InvalidStream, NotLoggedIn, ResourceNotFound
 from .hub import get_hub
-from .streams import Frame, IncomingMessages, Stream
+from .streams import Frame, IncomingMessages, Stream, asgi_message
 
 logger = logging.getLogger("harper_resources")
 
@@ -271,32 +271,38 @@ class Resource:
         return iterator
 
     async def _run(self, receive: Receive, incoming: IncomingMessages, outgoing: AsyncIterator[Any]) -> None:
-        writer = asyncio.ensure_future(self._write(outgoing))
+        """Read client frames here and write the stream in a task of its own, until the
+        client leaves. When the stream ends first, the writer sends the close frame and
+        reading goes on until the server reports the disconnect."""
+        writer = asyncio.ensure_future(self._write_then_close(outgoing))
+        for stream in self._streams:
+            # A stream closed with abort (a client too slow to read) stops the writer at
+            # once, even in the middle of a send the client does not take.
+            stream._on_abort = writer.cancel
         # Let the stream start first, so a generator that iterates incoming_messages at
         # once is iterating before the first client message is read.
         await asyncio.sleep(0)
-        reader = asyncio.ensure_future(self._read(receive, incoming))
-        # A stream closed with abort (a client too slow to read) stops the writer at
-        # once, even in the middle of a send the client does not take.
-        aborts = [stream._abort_signal() for stream in self._streams]
+        close = None
         try:
-            waiting: set[asyncio.Future[Any]] = {reader, writer, *aborts}
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            close = await self._read(receive, incoming)
         finally:
-            for task in (reader, writer):
-                task.cancel()
-            await asyncio.gather(reader, writer, return_exceptions=True)
-            close = None
-            if reader.done() and not reader.cancelled() and reader.exception() is None:
-                close = reader.result()  # None: the client left
-            elif writer.done() and not writer.cancelled():
-                close = self._writer_close(writer.exception())
-            elif any(abort.done() for abort in aborts):
-                close = self._writer_close(None)
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
             await self._aclose(outgoing)
             self._finish(incoming)
-            if close is not None:
-                await self._close(*close)
+        if close is not None:
+            await self._close(*close)
+
+    async def _write_then_close(self, outgoing: AsyncIterator[Any]) -> None:
+        error: BaseException | None = None
+        try:
+            await self._write(outgoing)
+        except asyncio.CancelledError:
+            if not any(stream._aborted for stream in self._streams):
+                raise  # the client left: nobody to close for
+        except Exception as exc:
+            error = exc
+        await self._close(*self._writer_close(error))
 
     async def _read(self, receive: Receive, incoming: IncomingMessages) -> tuple[int, str] | None:
         """Feed client frames to ``incoming``. Returns None when the client leaves, or the
@@ -324,19 +330,28 @@ class Resource:
 
     async def _write(self, outgoing: AsyncIterator[Any]) -> None:
         send = self._asgi_send
+        if isinstance(outgoing, Stream):
+            # The fast path of the default stream: while this writer is idle, the stream
+            # writes frames itself (no wake-up per frame); when woken, this writes every
+            # frame that arrived meanwhile in one go, after any write still in flight.
+            outgoing._direct_send = send
+            while True:
+                if outgoing._inflight is not None:
+                    await asyncio.wait([outgoing._inflight])
+                batch = outgoing._take_all()
+                if batch:
+                    for item in batch:
+                        message = asgi_message(item)
+                        if message is not None:
+                            await send(message)
+                elif outgoing.closed:
+                    return
+                else:
+                    await outgoing._wait()
         async for item in outgoing:
-            if isinstance(item, Frame):
-                await send({"type": "websocket.send", "text": item.text})
-                continue
-            if isinstance(item, (bytes, bytearray)):
-                await send({"type": "websocket.send", "bytes": bytes(item)})
-                continue
-            try:
-                text = protocol.encode(item)
-            except (TypeError, ValueError):
-                logger.error("harper_resources: %s sent a value JSON cannot encode: %r", type(self).__name__, item)
-                continue
-            await send({"type": "websocket.send", "text": text})
+            message = asgi_message(item)
+            if message is not None:
+                await send(message)
 
     def _writer_close(self, error: BaseException | None) -> tuple[int, str]:
         """How to close once the outgoing stream ended, by itself or by ``error``."""

@@ -3,6 +3,9 @@
 - ``Stream``: what ``super().connect()`` returns; the connection's outgoing messages.
 - ``IncomingMessages``: the client's messages, as ``connect(incoming_messages)`` gets them.
 - ``Frame``: one pre-encoded record frame, shared by every local subscriber.
+
+Both stream classes allocate their queues, callback lists and task sets only when first
+used: an idle connection is most connections, and it should cost little memory.
 """
 
 from __future__ import annotations
@@ -20,6 +23,56 @@ from . import metrics
 logger = logging.getLogger("harper_resources")
 
 Callback = Callable[..., Any]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def asgi_message(item: Any) -> dict[str, Any] | None:
+    """The ASGI ``websocket.send`` message for one outgoing item: a ``Frame`` as its
+    text, bytes as a binary frame, anything else as JSON. None (logged) if the item
+    cannot be encoded."""
+    if isinstance(item, Frame):
+        return {"type": "websocket.send", "text": item.text}
+    if isinstance(item, (bytes, bytearray)):
+        return {"type": "websocket.send", "bytes": bytes(item)}
+    from .protocol import encode
+
+    try:
+        return {"type": "websocket.send", "text": encode(item)}
+    except (TypeError, ValueError):
+        logger.error("harper_resources: a resource sent a value JSON cannot encode: %r", item)
+        return None
+
+
+def run_eagerly(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
+    """Run ``coro`` at once, up to its first suspension. None if it finished there (an
+    ASGI send usually does: it writes to the transport and returns); otherwise a task
+    that finishes it. Saves a task switch per frame on the delivery path."""
+    try:
+        yielded = coro.send(None)
+    except StopIteration:
+        return None
+    return asyncio.ensure_future(_finish_eagerly(coro, yielded))
+
+
+async def _finish_eagerly(coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+    # What asyncio.Task does for a coroutine: wait for what it yielded, then resume it.
+    while True:
+        try:
+            if yielded is None:
+                await asyncio.sleep(0)
+            else:
+                yielded._asyncio_future_blocking = False
+                await asyncio.wait([yielded])
+        except asyncio.CancelledError:
+            try:
+                yielded = coro.throw(asyncio.CancelledError())
+            except StopIteration:
+                return
+            continue
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            return
 
 
 class Frame:
@@ -53,23 +106,29 @@ class Frame:
 
 
 class _Emitter:
-    """``on(event, fn)`` for a fixed set of event names; fn may be def or async def."""
+    """``on(event, fn)`` for a fixed set of event names (fn may be def or async def), a
+    waiter for one consumer, and the connection's tasks."""
 
     _events: tuple[str, ...] = ()
 
     def __init__(self) -> None:
-        self._callbacks: dict[str, list[Callback]] = {name: [] for name in self._events}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._callbacks: dict[str, list[Callback]] | None = None
+        self._tasks: set[asyncio.Task[Any]] | None = None
+        self._waiter: asyncio.Future[None] | None = None
 
     def on(self, event: str, fn: Callback) -> Callback:
         """Call ``fn`` on ``event``. Returns ``fn``, so it also works as a decorator."""
-        if event not in self._callbacks:
+        if event not in self._events:
             raise ValueError(f"unknown event {event!r}; expected one of {', '.join(self._events)}")
-        self._callbacks[event].append(fn)
+        if self._callbacks is None:
+            self._callbacks = {}
+        self._callbacks.setdefault(event, []).append(fn)
         return fn
 
     def _emit(self, event: str, *args: Any) -> None:
-        for fn in self._callbacks[event]:
+        if self._callbacks is None:
+            return
+        for fn in self._callbacks.get(event, ()):
             try:
                 result = fn(*args)
             except Exception:
@@ -81,18 +140,33 @@ class _Emitter:
     def create_task(self, coro: Coroutine[Any, Any, Any] | Awaitable[Any]) -> asyncio.Task[Any]:
         """Run ``coro`` for this connection; it is cancelled when the connection ends."""
         task = asyncio.ensure_future(coro)
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
+        if self._tasks is not None:
+            self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("harper_resources: a connection task failed", exc_info=task.exception())
 
     def _cancel_tasks(self) -> None:
-        for task in list(self._tasks):
+        for task in list(self._tasks or ()):
             task.cancel()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _wait(self) -> asyncio.Future[None]:
+        """A future the consumer awaits; ``_wake`` resolves it."""
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        return waiter
 
 
 class Stream(_Emitter):
@@ -100,28 +174,33 @@ class Stream(_Emitter):
     async iteration (the connection iterates it to write frames).
 
     ``send`` never blocks. Messages wait in a queue of at most ``maxsize``; when a client
-    reads too slowly for that, the stream closes with 1013 and the drop is logged and
-    counted (``metrics`` name ``slow_client_closed``). After ``close()`` sends are ignored.
+    reads too slowly for that, the stream closes with 1013 at once, dropping what waits,
+    and the close is logged and counted (``metrics`` name ``slow_client_closed``). After
+    ``close()`` sends are ignored.
     """
 
     _events = ("close",)
 
     def __init__(self, *, maxsize: int = 1000) -> None:
         super().__init__()
-        self._queue: collections.deque[Any] = collections.deque()
+        self._queue: collections.deque[Any] | None = None
         self._maxsize = maxsize
-        self._waiter: asyncio.Future[None] | None = None
         self._closing = False
         self._closed = False
+        self._held = False
         self.close_code = 1000
         self.close_reason = ""
-        self._cleanups: list[Callable[[], None]] = []
-        self._held = False
+        self._cleanups: list[Callable[[], None]] | None = None
         # Resolves True once the stream's subscription is in place (False if it failed);
         # None for a stream that subscribes to nothing.
         self._subscribed: asyncio.Future[bool] | None = None
+        #: Called when the stream is closed with ``abort``: the writer must stop now.
+        self._on_abort: Callable[[], object] | None = None
         self._aborted = False
-        self._abort_waiter: asyncio.Future[None] | None = None
+        #: Set by the connection when this stream is its whole output: while the writer
+        #: is idle, ``send`` then writes to the socket itself instead of waking it.
+        self._direct_send: Send | None = None
+        self._inflight: asyncio.Task[Any] | None = None
 
     @property
     def closed(self) -> bool:
@@ -133,14 +212,29 @@ class Stream(_Emitter):
         value as its JSON. Ignored once the stream is closed."""
         if self._closing:
             return
-        if len(self._queue) >= self._maxsize:
+        queue = self._queue
+        if queue is None and self._waiter is not None and self._direct_send is not None and self._inflight is None:
+            # The writer is idle and nothing waits: write now, in order by construction.
+            message = asgi_message(item=message)
+            if message is not None:
+                task = run_eagerly(self._direct_send(message))  # type: ignore[arg-type]
+                if task is not None:
+                    self._inflight = task
+                    if self._tasks is None:
+                        self._tasks = set()
+                    self._tasks.add(task)
+                    task.add_done_callback(self._inflight_done)
+            return
+        if queue is None:
+            queue = self._queue = collections.deque()
+        elif len(queue) >= self._maxsize:
             metrics.throttled_warning(
                 "slow_client_closed", "harper_resources: a client read too slowly; its stream was closed (1013)"
             )
-            self._queue.clear()
+            queue.clear()
             self.close(1013, "Client too slow", abort=True)
             return
-        self._queue.append(message)
+        queue.append(message)
         self._wake()
 
     def close(self, code: int = 1000, reason: str = "", *, abort: bool = False) -> None:
@@ -154,17 +248,16 @@ class Stream(_Emitter):
         self.close_reason = reason
         if abort:
             self._aborted = True
-            if self._abort_waiter is not None and not self._abort_waiter.done():
-                self._abort_waiter.set_result(None)
+            if self._on_abort is not None:
+                self._on_abort()
         self._wake()
 
-    def _abort_signal(self) -> asyncio.Future[None]:
-        """Resolves when the stream is closed with ``abort`` (the writer must stop now)."""
-        if self._abort_waiter is None:
-            self._abort_waiter = asyncio.get_running_loop().create_future()
-            if self._aborted:
-                self._abort_waiter.set_result(None)
-        return self._abort_waiter
+    def _inflight_done(self, task: asyncio.Task[Any]) -> None:
+        self._inflight = None
+        if self._tasks is not None:
+            self._tasks.discard(task)
+        if self._queue:
+            self._wake()
 
     def _mark_subscribed(self, ok: bool) -> None:
         if self._subscribed is not None and not self._subscribed.done():
@@ -180,23 +273,23 @@ class Stream(_Emitter):
         The queue may then hold ``len(first)`` more than ``maxsize``: the initial record
         dump is bounded by its own setting.
         """
-        self._queue.extendleft(reversed(first))
-        self._maxsize += len(first)
+        if first:
+            if self._queue is None:
+                self._queue = collections.deque()
+            self._queue.extendleft(reversed(first))
+            self._maxsize += len(first)
         self._held = False
         self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def _add_cleanup(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` when the connection ends (used for hub subscriptions); at once if
         it has ended already."""
         if self._closed:
             fn()
-        else:
-            self._cleanups.append(fn)
+            return
+        if self._cleanups is None:
+            self._cleanups = []
+        self._cleanups.append(fn)
 
     def _finish(self) -> None:
         """Called by the connection when it ends: close callbacks, tasks, subscriptions."""
@@ -204,14 +297,16 @@ class Stream(_Emitter):
         if self._closed:
             return
         self._closed = True
-        self._queue.clear()
-        for cleanup in self._cleanups:
+        self._queue = None
+        for cleanup in self._cleanups or ():
             try:
                 cleanup()
             except Exception:
                 logger.exception("harper_resources: stream clean-up failed")
-        self._cleanups.clear()
+        self._cleanups = None
         self._mark_subscribed(False)
+        self._on_abort = None
+        self._direct_send = None
         self._cancel_tasks()
         # After the cancel: an async close callback runs as a task of its own, to the end.
         self._emit("close")
@@ -221,14 +316,18 @@ class Stream(_Emitter):
 
     async def __anext__(self) -> Any:
         while self._held or not self._queue:
-            if self._closing and (self._held or not self._queue):
+            if self._closing:
                 raise StopAsyncIteration
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._wait()
         return self._queue.popleft()
+
+    def _take_all(self) -> collections.deque[Any] | None:
+        """Everything ready to be written, in order (None if nothing is), for the
+        connection's writer: one wake-up writes every frame that arrived meanwhile."""
+        if self._held:
+            return None
+        queue, self._queue = self._queue, None  # an idle connection keeps no queue
+        return queue
 
 
 class IncomingMessages(_Emitter):
@@ -247,13 +346,12 @@ class IncomingMessages(_Emitter):
 
     def __init__(self, *, maxsize: int = 1000, max_bytes: int = 8 * 1024 * 1024) -> None:
         super().__init__()
-        self._queue: collections.deque[tuple[Any, int]] = collections.deque()
+        self._queue: collections.deque[tuple[Any, int]] | None = None
         self._maxsize = maxsize
         self._max_bytes = max_bytes
         self._bytes = 0
         self._iterating = False
         self._ended = False
-        self._waiter: asyncio.Future[None] | None = None
 
     def _push(self, message: Any, size: int) -> bool:
         """Deliver one client message of ``size`` bytes. False if the connection must
@@ -261,15 +359,18 @@ class IncomingMessages(_Emitter):
         self._emit("data", message)
         if self._ended:
             return True
-        while self._queue and (len(self._queue) >= self._maxsize or self._bytes + size > self._max_bytes):
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = collections.deque()
+        while queue and (len(queue) >= self._maxsize or self._bytes + size > self._max_bytes):
             if self._iterating:
                 metrics.throttled_warning(
                     "incoming_overflow_closed",
                     "harper_resources: a client sent faster than its resource read; closed (1008)",
                 )
                 return False
-            self._bytes -= self._queue.popleft()[1]
-        self._queue.append((message, size))
+            self._bytes -= queue.popleft()[1]
+        queue.append((message, size))
         self._bytes += size
         self._wake()
         return True
@@ -278,11 +379,6 @@ class IncomingMessages(_Emitter):
         self._ended = True
         self._wake()
         self._cancel_tasks()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def __aiter__(self) -> IncomingMessages:
         self._iterating = True
@@ -293,11 +389,9 @@ class IncomingMessages(_Emitter):
         while not self._queue:
             if self._ended:
                 raise StopAsyncIteration
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._wait()
         message, size = self._queue.popleft()
         self._bytes -= size
+        if not self._queue:
+            self._queue = None
         return message

@@ -1,0 +1,137 @@
+"""A light benchmark client: many WebSocket subscribers and HTTP triggers on one event
+loop, with hand-written framing so the client spends as little CPU as it can."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import time
+from collections.abc import Callable
+
+AGE = b'"age":'
+
+
+class Subscriber(asyncio.Protocol):
+    """One WebSocket connection. Calls ``on_seq(seq, now)`` for each frame whose record
+    carries ``"age": seq``; counts every text frame."""
+
+    def __init__(self, path: str, on_seq: Callable[[int, float], None], opened: asyncio.Future[None]) -> None:
+        self.path, self.on_seq, self.opened = path, on_seq, opened
+        self.buffer = b""
+        self.handshaken = False
+        self.frames = 0
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        key = base64.b64encode(os.urandom(16)).decode()
+        transport.write(  # type: ignore[attr-defined]
+            f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.handshaken:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            status = self.buffer[: self.buffer.find(b"\r\n")]
+            self.buffer = self.buffer[end + 4 :]
+            self.handshaken = True
+            if b" 101 " not in status and not self.opened.done():
+                self.opened.set_exception(ConnectionError(status.decode()))
+                return
+            if not self.opened.done():
+                self.opened.set_result(None)
+        buf = self.buffer
+        pos = 0
+        now = time.perf_counter()
+        while len(buf) - pos >= 2:
+            opcode = buf[pos] & 0x0F
+            length = buf[pos + 1] & 0x7F
+            head = 2
+            if length == 126:
+                if len(buf) - pos < 4:
+                    break
+                length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+                head = 4
+            elif length == 127:
+                if len(buf) - pos < 10:
+                    break
+                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                head = 10
+            if len(buf) - pos < head + length:
+                break
+            payload = buf[pos + head : pos + head + length]
+            pos += head + length
+            if opcode == 0x1:
+                self.frames += 1
+                i = payload.rfind(AGE)
+                if i >= 0:
+                    j = i + len(AGE)
+                    while j < len(payload) and payload[j] == 32:  # json.dumps puts a space after ':'
+                        j += 1
+                    k = j
+                    while k < len(payload) and 48 <= payload[k] <= 57:
+                        k += 1
+                    self.on_seq(int(payload[j:k]), now)
+            elif opcode == 0x8:
+                self.closed = True
+        self.buffer = buf[pos:]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError("closed during handshake"))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def subscribe(port: int, paths: list[str], on_seq: Callable[[int, float], None]) -> list[Subscriber]:
+    """Open one subscriber per path (a few hundred at a time) and wait until all are open."""
+    loop = asyncio.get_running_loop()
+    subscribers: list[Subscriber] = []
+    for start in range(0, len(paths), 200):
+        batch = []
+        for path in paths[start : start + 200]:
+            opened: asyncio.Future[None] = loop.create_future()
+            _, protocol = await loop.create_connection(
+                lambda p=path, o=opened: Subscriber(p, on_seq, o), "127.0.0.1", port
+            )
+            batch.append(protocol)
+        await asyncio.gather(*(s.opened for s in batch))
+        subscribers.extend(batch)
+    return subscribers
+
+
+class Trigger:
+    """Keep-alive HTTP/1.1 POSTs to the server's trigger endpoint."""
+
+    def __init__(self, port: int, path: str) -> None:
+        self.port, self.path = port, path
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, record: dict[str, object], query: str = "") -> None:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        body = json.dumps(record).encode()
+        self.writer.write(
+            f"POST {self.path}?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        assert self.reader is not None
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        if b" 204 " not in head.split(b"\r\n", 1)[0]:
+            raise RuntimeError(f"trigger failed: {head[:200]!r}")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,112 @@
+"""RESULTS.md from one run of benchmarks/run.py: tables per scenario, ratios, targets."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+A, B, C = "A raw ASGI", "B stock Channels", "C harper_resources"
+
+COLUMNS = {
+    "p50_ms": "p50 ms",
+    "p99_ms": "p99 ms",
+    "deliveries_per_s": "deliveries/s",
+    "server_us_per_delivery": "server µs/delivery",
+    "server_cpu_share": "server CPU",
+    "client_cpu_share": "client CPU",
+    "saves_per_s": "saves/s",
+    "kib_per_connection": "KiB/connection",
+    "lost": "lost frames",
+}
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        if value >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.2f}"
+    return str(value)
+
+
+def ratio(results: dict, scenario: str, layer: str, metric: str, top: str, bottom: str) -> float:
+    try:
+        return results[(scenario, layer, top)][metric] / results[(scenario, layer, bottom)][metric]
+    except (KeyError, ZeroDivisionError):
+        return float("nan")
+
+
+def render_report(results, save_results, layers, arms, seconds, quick, versions) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Command: `.venv/bin/python -m benchmarks.run{' --quick' if quick else ''}` "
+        f"({seconds / 60:.1f} minutes). {versions}.",
+        "",
+        "Every arm runs under uvicorn (uvloop, websockets-sansio) pinned to core 0; the client (hand-written framing,",
+        "one event loop) is pinned to core 1; Redis is not pinned. Every arm sends the same Harper-shaped frame.",
+        "A: raw ASGI broadcast, frame encoded once. B: stock Channels `AsyncJsonWebsocketConsumer` in a group",
+        "(`send_json` per subscriber). C: harper_resources, the change made by `Dog.save()` in the server.",
+        "Latency is from the trigger request to the last subscriber's frame.",
+        "A client CPU share near 1.0 marks a run the client may have limited.",
+        "",
+    ]
+    scenarios = list(dict.fromkeys(key[0] for key in results))
+    for scenario in scenarios:
+        lines += [f"## {scenario}", ""]
+        for layer in layers:
+            rows = [(arm, results.get((scenario, layer, arm))) for arm in arms]
+            rows = [(arm, row) for arm, row in rows if row]
+            if not rows:
+                continue
+            metrics = list(rows[0][1])
+            lines.append(f"| {layer} | " + " | ".join(COLUMNS.get(m, m) for m in metrics) + " |")
+            lines.append("| --- " * (len(metrics) + 1) + "|")
+            for arm, row in rows:
+                lines.append(f"| {arm} | " + " | ".join(fmt(row[m]) for m in metrics) + " |")
+            lines.append("")
+    lines += ["## save() overhead (µs per save, SQLite, one process)", ""]
+    lines.append("| layer | with broadcasting: median | p90 | without: median | p90 | added (median) |")
+    lines.append("| --- " * 6 + "|")
+    for layer, row in save_results.items():
+        added = row["with"]["median_us"] - row["without"]["median_us"]
+        lines.append(
+            f"| {layer} | {fmt(row['with']['median_us'])} | {fmt(row['with']['p90_us'])} | "
+            f"{fmt(row['without']['median_us'])} | {fmt(row['without']['p90_us'])} | {fmt(added)} |"
+        )
+    lines += ["", "## Targets (ratios within this run)", ""]
+    lines += ["| target | layer | figure | met |", "| --- | --- | --- | --- |"]
+    capacity = "fan-out capacity, 1000 subscribers"
+    latency = "latency, 1000 subscribers, 1 change/s"
+    memory = "idle memory, 1k connections"
+    for layer in layers:
+        checks = [
+            (
+                "server CPU/delivery <= 2x A",
+                ratio(results, capacity, layer, "server_us_per_delivery", C, A),
+                2.0,
+                "C/A",
+            ),
+            (
+                "server CPU/delivery >= 5x better than B",
+                ratio(results, capacity, layer, "server_us_per_delivery", B, C),
+                5.0,
+                "B/C",
+            ),
+            ("fan-out p99 at 1000 subs <= 2x A", ratio(results, latency, layer, "p99_ms", C, A), 2.0, "C/A"),
+            ("idle memory/connection <= 1.5x A", ratio(results, memory, layer, "kib_per_connection", C, A), 1.5, "C/A"),
+        ]
+        for name, value, bound, label in checks:
+            met = value >= bound if label == "B/C" else value <= bound
+            lines.append(f"| {name} | {layer} | {label} = {fmt(value)} | {'yes' if met else 'no'} |")
+        lost = sum(
+            row["lost"]
+            for (scenario, lay, arm), row in results.items()
+            if lay == layer and arm == C and "lost" in row and "capacity" not in scenario
+        )
+        lines.append(f"| zero lost frames below saturation | {layer} | {lost} lost | {'yes' if lost == 0 else 'no'} |")
+    for layer, row in save_results.items():
+        added = row["with"]["median_us"] - row["without"]["median_us"]
+        lines.append(f"| save() adds < 1 ms (median) | {layer} | {fmt(added)} µs | {'yes' if added < 1000 else 'no'} |")
+    return "\n".join(lines) + "\n"

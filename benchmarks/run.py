@@ -1,0 +1,353 @@
+"""The benchmark suite: raw ASGI (A), stock Channels (B) and harper_resources (C), side
+by side and interleaved, on the in-memory and the Redis layer.
+
+    python -m benchmarks.run            # everything, about 6 minutes; writes RESULTS.md
+    python -m benchmarks.run --quick    # a smaller run to try it out
+
+Every arm is served by uvicorn pinned to core 0; this client is pinned to core 1 (Redis,
+when used, is not pinned). Figures are per run: compare arms within one run, as ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.client import Trigger, subscribe
+
+ROOT = Path(__file__).resolve().parent.parent
+TICK = os.sysconf("SC_CLK_TCK")
+SERVER_CORE, CLIENT_CORE = 0, 1
+
+
+@dataclass
+class Arm:
+    name: str
+    app: str
+    ws: str  # path of record {rec}
+    collection: str
+    trigger: str
+
+
+ARMS = [
+    Arm("A raw ASGI", "benchmarks.raw_app:app", "/ws/{rec}", "/ws/all", "/trigger"),
+    Arm("B stock Channels", "benchmarks.channels_app:application", "/b/ws/{rec}", "/b/ws/all", "/b/trigger"),
+    Arm("C harper_resources", "benchmarks.channels_app:application", "/c/dog/{rec}", "/c/dog/", "/c/trigger"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """``uvicorn APP`` pinned to the server core; RSS and CPU read from /proc."""
+
+    def __init__(self, arm: Arm, env: dict[str, str]) -> None:
+        self.port = free_port()
+        cmd = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd += ["--log-level", "warning", "--no-access-log", "--ws", "websockets-sansio", arm.app]
+        if shutil.which("taskset"):
+            cmd = ["taskset", "-c", str(SERVER_CORE), *cmd]
+        self.process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{arm.name} did not start")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@dataclass
+class Tracker:
+    """Counts deliveries per change and when each change reached all its subscribers."""
+
+    expected: int
+    counts: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    sent: dict[int, float] = field(default_factory=dict)
+    complete: dict[int, float] = field(default_factory=dict)
+    waiters: dict[int, asyncio.Future[None]] = field(default_factory=dict)
+    delivered: int = 0
+
+    def on_seq(self, seq: int, now: float) -> None:
+        if seq not in self.sent:
+            return
+        self.delivered += 1
+        self.counts[seq] += 1
+        if self.counts[seq] == self.expected:
+            self.complete[seq] = now
+            waiter = self.waiters.pop(seq, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    def start(self, seq: int) -> asyncio.Future[None]:
+        self.sent[seq] = time.perf_counter()
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters[seq] = waiter
+        return waiter
+
+    def latencies_ms(self) -> list[float]:
+        return sorted((self.complete[s] - self.sent[s]) * 1000 for s in self.complete)
+
+    def lost(self) -> int:
+        return self.expected * len(self.sent) - sum(self.counts.values())
+
+
+_seq = [1000]
+
+
+def next_seq() -> int:
+    _seq[0] += 1
+    return _seq[0]
+
+
+def record(rec: int, seq: int) -> dict[str, Any]:
+    return {"id": rec, "name": f"Dog {rec}", "breed": "Beagle", "age": seq}
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+async def close_all(subscribers: list[Any]) -> None:
+    for sub in subscribers:
+        sub.close()
+    await asyncio.sleep(0.3)
+
+
+async def scenario_latency(arm: Arm, server: Server, n_subs: int, changes: int, interval: float) -> dict[str, Any]:
+    tracker = Tracker(expected=n_subs)
+    subs = await subscribe(server.port, [arm.ws.format(rec=1)] * n_subs, tracker.on_seq)
+    await asyncio.sleep(0.5)
+    trigger = Trigger(server.port, arm.trigger)
+    for _ in range(changes):
+        began = time.perf_counter()
+        seq = next_seq()
+        waiter = tracker.start(seq)
+        await trigger.post(record(1, seq), "topic=1")
+        try:
+            await asyncio.wait_for(waiter, 10)
+        except TimeoutError:
+            pass
+        await asyncio.sleep(max(0.0, interval - (time.perf_counter() - began)))
+    await asyncio.sleep(0.5)
+    trigger.close()
+    await close_all(subs)
+    lat = tracker.latencies_ms()
+    return {"p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99), "lost": tracker.lost()}
+
+
+async def scenario_capacity(arm: Arm, server: Server, n_subs: int, duration: float, window: int) -> dict[str, Any]:
+    tracker = Tracker(expected=n_subs)
+    subs = await subscribe(server.port, [arm.ws.format(rec=1)] * n_subs, tracker.on_seq)
+    await asyncio.sleep(0.5)
+    trigger = Trigger(server.port, arm.trigger)
+    outstanding = asyncio.Semaphore(window)
+    cpu0, wall0, client0 = server.cpu_seconds(), time.perf_counter(), time.process_time()
+    pending: list[asyncio.Future[None]] = []
+    while time.perf_counter() - wall0 < duration:
+        await outstanding.acquire()
+        seq = next_seq()
+        waiter = tracker.start(seq)
+        waiter.add_done_callback(lambda _: outstanding.release())
+        pending.append(waiter)
+        await trigger.post(record(1, seq), "topic=1")
+    await asyncio.wait(pending, timeout=15)
+    wall = time.perf_counter() - wall0
+    cpu, client = server.cpu_seconds() - cpu0, time.process_time() - client0
+    trigger.close()
+    await close_all(subs)
+    return {
+        "deliveries_per_s": tracker.delivered / wall,
+        "server_us_per_delivery": cpu / max(tracker.delivered, 1) * 1e6,
+        "server_cpu_share": cpu / wall,
+        "client_cpu_share": client / wall,
+        "lost": tracker.lost(),
+    }
+
+
+async def scenario_many_records(arm: Arm, server: Server, records: int, rate: float, duration: float) -> dict[str, Any]:
+    tracker = Tracker(expected=3)  # two subscribers of the record, one of the collection
+    paths = [arm.ws.format(rec=rec) for rec in range(1, records + 1) for _ in range(2)] + [arm.collection]
+    subs = await subscribe(server.port, paths, tracker.on_seq)
+    await asyncio.sleep(1.0)
+    trigger = Trigger(server.port, arm.trigger)
+    cpu0, wall0 = server.cpu_seconds(), time.perf_counter()
+    n = int(rate * duration)
+    for i in range(n):
+        target = wall0 + i / rate
+        delay = target - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        rec = i % records + 1
+        seq = next_seq()
+        tracker.start(seq)
+        await trigger.post(record(rec, seq), f"topic={rec}&also=all")
+    achieved = n / (time.perf_counter() - wall0)
+    await asyncio.sleep(2.0)
+    cpu = server.cpu_seconds() - cpu0
+    trigger.close()
+    await close_all(subs)
+    lat = tracker.latencies_ms()
+    return {
+        "saves_per_s": achieved,
+        "p50_ms": pct(lat, 0.5),
+        "p99_ms": pct(lat, 0.99),
+        "server_us_per_delivery": cpu / max(tracker.delivered, 1) * 1e6,
+        "lost": tracker.lost(),
+    }
+
+
+async def scenario_idle_memory(arm: Arm, server: Server, n: int) -> dict[str, Any]:
+    # Warm up first: lazy imports, thread pools and layer connections are paid once per
+    # process, not per connection.
+    await close_all(await subscribe(server.port, [arm.ws.format(rec=1)] * 20, lambda seq, now: None))
+    await asyncio.sleep(0.5)
+    before = server.rss_kib()
+    subs = await subscribe(server.port, [arm.ws.format(rec=1)] * n, lambda seq, now: None)
+    await asyncio.sleep(2.0)
+    after = server.rss_kib()
+    await close_all(subs)
+    return {"kib_per_connection": (after - before) / n}
+
+
+def prepare_database(env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, "-m", "django", "migrate", "--verbosity", "0"], cwd=ROOT, env=env, check=True)
+    code = (
+        "from project.dogs.models import Dog;"
+        "Dog.objects.bulk_create([Dog(id=i, name=f'Dog {i}', breed='Beagle', age=0) for i in range(1, 1001)],"
+        " ignore_conflicts=True)"
+    )
+    subprocess.run([sys.executable, "-c", f"import django; django.setup(); {code}"], cwd=ROOT, env=env, check=True)
+
+
+def redis_url() -> str | None:
+    url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        import redis
+
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+        return url
+    except Exception:
+        return None
+
+
+def scenarios(quick: bool) -> list[tuple[str, Any]]:
+    scale = 0.5 if quick else 1.0
+    return [
+        ("latency, 1 subscriber", lambda a, s: scenario_latency(a, s, 1, int(20 * scale), 0.2)),
+        ("latency, 100 subscribers", lambda a, s: scenario_latency(a, s, 100, int(20 * scale), 0.2)),
+        ("latency, 1000 subscribers, 1 change/s", lambda a, s: scenario_latency(a, s, 1000, int(15 * scale), 1.0)),
+        ("fan-out capacity, 1000 subscribers", lambda a, s: scenario_capacity(a, s, 1000, 5 * scale, 4)),
+        (
+            "1000 records x 2 + 1 collection, 300 saves/s",
+            lambda a, s: scenario_many_records(a, s, 1000, 300, 4 * scale),
+        ),
+        ("idle memory, 1k connections", lambda a, s: scenario_idle_memory(a, s, 1000)),
+        ("idle memory, 5k connections", lambda a, s: scenario_idle_memory(a, s, 5000)),
+    ]
+
+
+def versions() -> str:
+    from importlib.metadata import version
+
+    names = ["Django", "channels", "channels-redis", "uvicorn", "websockets", "uvloop", "daphne"]
+    return ", ".join(f"{name} {version(name)}" for name in names) + f", Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a shorter run")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    parser.add_argument("--only", default="", help="run only the scenarios whose name contains this text")
+    args = parser.parse_args()
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:
+        os.sched_setaffinity(0, {CLIENT_CORE})
+    workdir = Path(tempfile.mkdtemp(prefix="harper-bench-"))
+    base_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "benchmarks.settings", "BENCH_DIR": str(workdir)}
+    base_env.pop("REDIS_URL", None)
+    prepare_database(base_env)
+    layers = {"in-memory": base_env}
+    url = redis_url()
+    if url:
+        layers["redis (pub/sub)"] = {**base_env, "REDIS_URL": url}
+    else:
+        print("Redis is not answering: the Redis layer is left out of this run.", file=sys.stderr)
+
+    started = time.monotonic()
+    results: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for scenario_name, run in scenarios(args.quick):
+        if args.only not in scenario_name:
+            continue
+        for layer_name, env in layers.items():
+            for arm in ARMS:  # interleaved: each scenario runs A, B, C back to back
+                server = Server(arm, env)
+                try:
+                    result = asyncio.run(run(arm, server))
+                finally:
+                    server.stop()
+                results[(scenario_name, layer_name, arm.name)] = result
+                print(f"{scenario_name:48} {layer_name:16} {arm.name:20} {json.dumps(result, default=round)}")
+    save_results = {}
+    for layer_name, env in layers.items():
+        output = subprocess.run(
+            [sys.executable, "-m", "benchmarks.save_overhead"], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        save_results[layer_name] = json.loads(output.stdout.strip().splitlines()[-1])
+        print(f"save() overhead {layer_name:16} {save_results[layer_name]}")
+    report = render(results, save_results, layers, time.monotonic() - started, args.quick)
+    print(report)
+    if not args.no_write:
+        (ROOT / "benchmarks" / "RESULTS.md").write_text(report)
+        print("written to benchmarks/RESULTS.md")
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def render(results, save_results, layers, seconds, quick) -> str:
+    from benchmarks.report import render_report
+
+    return render_report(results, save_results, list(layers), [arm.name for arm in ARMS], seconds, quick, versions())
+
+
+if __name__ == "__main__":
+    main()

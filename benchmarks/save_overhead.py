@@ -1,0 +1,57 @@
+"""save() cost with and without harper_resources broadcasting, in one process.
+
+Prints one JSON line: median and p90 microseconds per save, with and without. Run by
+benchmarks/run.py with the layer's environment (REDIS_URL or not).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
+
+import django
+
+django.setup()
+
+from django.db.models.signals import post_delete, post_save  # noqa: E402
+
+from harper_resources import broadcast  # noqa: E402
+from project.dogs.models import Dog  # noqa: E402
+
+
+def measure(n: int) -> list[float]:
+    dog = Dog.objects.get(pk=1)
+    samples = []
+    for age in range(n):
+        dog.age = age
+        start = time.perf_counter()
+        dog.save()
+        samples.append((time.perf_counter() - start) * 1e6)
+    broadcast.flush(timeout=30)
+    return samples
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {"median_us": statistics.median(ordered), "p90_us": ordered[int(len(ordered) * 0.9)]}
+
+
+def main() -> None:
+    measure(200)  # warm up: connections, the sender thread, caches
+    rounds = {"with": [], "without": []}
+    for _ in range(3):  # interleaved, so drift hits both alike
+        rounds["with"] += measure(500)
+        post_save.disconnect(dispatch_uid="harper_resources.post_save")
+        post_delete.disconnect(dispatch_uid="harper_resources.post_delete")
+        rounds["without"] += measure(500)
+        post_save.connect(broadcast.on_post_save, dispatch_uid="harper_resources.post_save")
+        post_delete.connect(broadcast.on_post_delete, dispatch_uid="harper_resources.post_delete")
+    print(json.dumps({name: summary(samples) for name, samples in rounds.items()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""Settings of the Channels arms (B: stock consumer, C: harper_resources)."""
+
+import os
+
+BASE = os.environ.get("BENCH_DIR", "/tmp")
+SECRET_KEY = "benchmark-only"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "channels", "harper_resources", "project.dogs"]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.path.join(BASE, "bench.sqlite3")}}
+ROOT_URLCONF = "benchmarks.channels_app"
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+ASGI_APPLICATION = "benchmarks.channels_app.application"
+if os.environ.get("REDIS_URL"):
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [os.environ["REDIS_URL"]], "prefix": "bench"},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 100_000}}}
+HARPER_RESOURCES_SEND_QUEUE_SIZE = 100_000
+LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}
