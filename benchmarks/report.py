@@ -37,12 +37,11 @@ def ratio(results: dict, scenario: str, layer: str, metric: str, top: str, botto
         return float("nan")
 
 
-def render_report(results, save_results, layers, arms, seconds, quick, versions) -> str:
+def render_report(results, save_results, layers, arms, seconds, command, versions) -> str:
     lines = [
         "# Benchmark results",
         "",
-        f"Command: `.venv/bin/python -m benchmarks.run{' --quick' if quick else ''}` "
-        f"({seconds / 60:.1f} minutes). {versions}.",
+        f"Command: `.venv/{command.replace('python', 'bin/python', 1)}` ({seconds / 60:.1f} minutes). {versions}.",
         "",
         "Every arm runs under uvicorn (uvloop, websockets-sansio) pinned to core 0; the client (hand-written framing,",
         "one event loop) is pinned to core 1; Redis is not pinned. Every arm sends the same Harper-shaped frame.",
@@ -98,6 +97,8 @@ def render_report(results, save_results, layers, arms, seconds, quick, versions)
             ("idle memory/connection <= 1.5x A", ratio(results, memory, layer, "kib_per_connection", C, A), 1.5, "C/A"),
         ]
         for name, value, bound, label in checks:
+            if math.isnan(value):
+                continue  # that scenario was not part of this run
             met = value >= bound if label == "B/C" else value <= bound
             lines.append(f"| {name} | {layer} | {label} = {fmt(value)} | {'yes' if met else 'no'} |")
         lost = sum(

@@ -296,6 +296,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a shorter run")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     parser.add_argument("--only", default="", help="run only the scenarios whose name contains this text")
+    parser.add_argument(
+        "--layers",
+        default="memory,redis",
+        help="comma-separated: memory, redis (pub/sub), redis-core (default: %(default)s)",
+    )
+    parser.add_argument("--output", default="benchmarks/RESULTS.md", help="where to write the report")
     args = parser.parse_args()
     import resource
 
@@ -307,12 +313,19 @@ def main() -> None:
     base_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "benchmarks.settings", "BENCH_DIR": str(workdir)}
     base_env.pop("REDIS_URL", None)
     prepare_database(base_env)
-    layers = {"in-memory": base_env}
+    layers = {}
     url = redis_url()
-    if url:
-        layers["redis (pub/sub)"] = {**base_env, "REDIS_URL": url}
-    else:
-        print("Redis is not answering: the Redis layer is left out of this run.", file=sys.stderr)
+    for name in args.layers.split(","):
+        if name == "memory":
+            layers["in-memory"] = base_env
+        elif url is None:
+            print(f"Redis is not answering: layer {name!r} is left out of this run.", file=sys.stderr)
+        elif name == "redis":
+            layers["redis (pub/sub)"] = {**base_env, "REDIS_URL": url}
+        elif name == "redis-core":
+            layers["redis (core)"] = {**base_env, "REDIS_URL": url, "BENCH_REDIS_LAYER": "core"}
+        else:
+            parser.error(f"unknown layer {name!r}")
 
     started = time.monotonic()
     results: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -335,18 +348,19 @@ def main() -> None:
         )
         save_results[layer_name] = json.loads(output.stdout.strip().splitlines()[-1])
         print(f"save() overhead {layer_name:16} {save_results[layer_name]}")
-    report = render(results, save_results, layers, time.monotonic() - started, args.quick)
+    command = " ".join(["python -m benchmarks.run", *sys.argv[1:]])
+    report = render(results, save_results, layers, time.monotonic() - started, command)
     print(report)
     if not args.no_write:
-        (ROOT / "benchmarks" / "RESULTS.md").write_text(report)
-        print("written to benchmarks/RESULTS.md")
+        (ROOT / args.output).write_text(report)
+        print(f"written to {args.output}")
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-def render(results, save_results, layers, seconds, quick) -> str:
+def render(results, save_results, layers, seconds, command) -> str:
     from benchmarks.report import render_report
 
-    return render_report(results, save_results, list(layers), [arm.name for arm in ARMS], seconds, quick, versions())
+    return render_report(results, save_results, list(layers), [arm.name for arm in ARMS], seconds, command, versions())
 
 
 if __name__ == "__main__":

@@ -13,11 +13,13 @@ USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 ASGI_APPLICATION = "benchmarks.channels_app.application"
 if os.environ.get("REDIS_URL"):
+    if os.environ.get("BENCH_REDIS_LAYER") == "core":
+        backend = "channels_redis.core.RedisChannelLayer"
+        config = {"capacity": 100_000}
+    else:
+        backend, config = "channels_redis.pubsub.RedisPubSubChannelLayer", {}
     CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [os.environ["REDIS_URL"]], "prefix": "bench"},
-        }
+        "default": {"BACKEND": backend, "CONFIG": {"hosts": [os.environ["REDIS_URL"]], "prefix": "bench", **config}}
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 100_000}}}
