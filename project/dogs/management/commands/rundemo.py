@@ -23,6 +23,10 @@ class Command(BaseCommand):
         parser.add_argument("--no-serve", action="store_true", help="prepare the database only")
 
     def handle(self, *args, addrport, no_serve, **options):
+        if os.environ.get("RUN_MAIN") == "true":
+            # runserver's autoreloader runs this command again in its child: serve only.
+            call_command("runserver", addrport)
+            return
         call_command("migrate", interactive=False, verbosity=0)
         for dog in SAMPLE_DOGS:
             Dog.objects.get_or_create(id=dog["id"], defaults=dog)
