@@ -23,14 +23,13 @@ from .auth import AUTH_FAILED
 from .conf import settings
 from .exceptions import CloseConnection, Forbidden, InvalidStream, NotLoggedIn, ResourceNotFound
 from .hub import get_hub
-from .streams import Frame, IncomingMessages, Stream, asgi_message
+from .streams import Frame, IncomingMessages, Send, Stream, asgi_message
 
 logger = logging.getLogger("harper_resources")
 
 SERVER_ERROR = (1011, "Server error")
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Resource:

@@ -213,7 +213,13 @@ class Stream(_Emitter):
         if self._closing:
             return
         queue = self._queue
-        if queue is None and self._waiter is not None and self._direct_send is not None and self._inflight is None:
+        if (
+            queue is None
+            and self._waiter is not None
+            and self._direct_send is not None
+            and self._inflight is None
+            and not self._held
+        ):
             # The writer is idle and nothing waits: write now, in order by construction.
             message = asgi_message(item=message)
             if message is not None:

@@ -178,3 +178,29 @@ async def test_the_direct_path_keeps_frame_order_and_never_sends_two_at_once_whe
     await writer
     assert sent == ['"first"', '"block"', "0", "1", "2", "3", "4"]
     assert most[0] == 1, "never two sends on one socket at once"
+
+
+async def test_while_the_first_frames_load_nothing_is_written_directly_ahead_of_them():
+    import asyncio
+
+    from harper_resources.consumers import Resource
+
+    sent = []
+
+    async def send(message):
+        sent.append(message["text"])
+
+    resource = Resource()
+    resource._asgi_send = send
+    stream = Stream()
+    stream._hold()
+    writer = asyncio.ensure_future(resource._write(stream))
+    await asyncio.sleep(0)  # the writer is idle, waiting
+    stream.send({"status": "pulse"})
+    await asyncio.sleep(0.01)
+    assert sent == [], "held: not even an idle writer's direct path may send"
+    stream._release([Frame('{"type":"put"}')])
+    await asyncio.sleep(0.01)
+    stream.close()
+    await writer
+    assert sent == ['{"type":"put"}', '{"status":"pulse"}']
