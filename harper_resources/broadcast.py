@@ -122,6 +122,10 @@ def submit(groups: Iterable[str], frame: str) -> None:
         metrics.throttled_warning("broadcast_failed", "harper_resources: broadcast failed", exc_info=True)
 
 
+#: Seconds one group_send may take before the sender gives up on it.
+SEND_TIMEOUT = 5.0
+
+
 class LayerSender:
     """One background thread with its own event loop that sends events to the channel
     layer in submission order. The queue is bounded (``BROADCAST_QUEUE_SIZE``); beyond
@@ -168,7 +172,9 @@ class LayerSender:
                 layer = get_channel_layer(self.alias)
                 for group, message in events:
                     try:
-                        await layer.group_send(group, message)
+                        # A layer that hangs (a stalled Redis) must not wedge the sender:
+                        # past the timeout this change is counted as failed and the next goes.
+                        await asyncio.wait_for(layer.group_send(group, message), SEND_TIMEOUT)
                     except Exception:
                         metrics.throttled_warning(
                             "broadcast_failed", "harper_resources: channel layer group_send failed", exc_info=True
