@@ -121,14 +121,6 @@ class Hub:
         else:
             self._mark(group)
 
-    def listener_count(self) -> int:
-        """How many listeners this hub has, over all groups."""
-        return sum(len(listeners) for listeners in self._listeners.values())
-
-    def groups(self) -> frozenset[str]:
-        """The groups this hub has local listeners for."""
-        return frozenset(self._listeners)
-
     # Delivery --------------------------------------------------------------------------
 
     def dispatch(self, group: str, text: str) -> None:

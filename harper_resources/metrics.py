@@ -19,12 +19,6 @@ _last_logged: dict[str, tuple[float, int]] = {}
 _lock = threading.Lock()
 
 
-def count(name: str, n: int = 1) -> None:
-    """Add ``n`` to the counter ``name``."""
-    with _lock:
-        _counts[name] += n
-
-
 def snapshot() -> dict[str, int]:
     """A copy of every counter."""
     with _lock:

@@ -28,11 +28,6 @@ def is_table(model: type[models.Model]) -> bool:
     return concrete in _tables
 
 
-def registered() -> frozenset[type[models.Model]]:
-    """Every table model registered so far."""
-    return frozenset(_tables)
-
-
 def table_name(model: type[models.Model]) -> str:
     """The table's name in group names: ``app_label.model_name`` of the concrete model."""
     return (model._meta.concrete_model or model)._meta.label_lower
