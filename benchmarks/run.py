@@ -310,7 +310,12 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:
         os.sched_setaffinity(0, {CLIENT_CORE})
     workdir = Path(tempfile.mkdtemp(prefix="harper-bench-"))
-    base_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "benchmarks.settings", "BENCH_DIR": str(workdir)}
+    base_env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "benchmarks.settings",
+        "BENCH_DIR": str(workdir),
+        "BENCH_PREFIX": f"bench-{workdir.name}",  # Redis keys of this run only
+    }
     base_env.pop("REDIS_URL", None)
     prepare_database(base_env)
     layers = {}

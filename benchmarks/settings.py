@@ -19,7 +19,10 @@ if os.environ.get("REDIS_URL"):
     else:
         backend, config = "channels_redis.pubsub.RedisPubSubChannelLayer", {}
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": backend, "CONFIG": {"hosts": [os.environ["REDIS_URL"]], "prefix": "bench", **config}}
+        "default": {
+            "BACKEND": backend,
+            "CONFIG": {"hosts": [os.environ["REDIS_URL"]], "prefix": os.environ.get("BENCH_PREFIX", "bench"), **config},
+        }
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 100_000}}}

@@ -2,7 +2,8 @@
 
 Environment: ``DATABASE_URL`` selects the database (SQLite file db.sqlite3 by default),
 ``REDIS_URL`` switches the channel layer to channels-redis (in-memory by default, which
-serves one process), ``DJANGO_SECRET_KEY`` and ``DJANGO_DEBUG`` do what they say.
+serves one process; ``REDIS_LAYER=core`` and ``REDIS_PREFIX`` tune it),
+``DJANGO_SECRET_KEY`` and ``DJANGO_DEBUG`` do what they say.
 """
 
 import os
@@ -64,6 +65,8 @@ DATABASES = {
 }
 
 REDIS_URL = os.environ.get("REDIS_URL")
+# Key prefix in Redis, so several projects (or test runs) can share one Redis.
+REDIS_PREFIX = os.environ.get("REDIS_PREFIX", "asgi")
 if REDIS_URL:
     # Several processes: channels-redis. The pub/sub layer by default (see the README,
     # "Running several processes", for why); REDIS_LAYER=core picks RedisChannelLayer.
@@ -73,12 +76,19 @@ if REDIS_URL:
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
                 # The hub channel of each process carries every change it serves: give
                 # it room for bursts (channels-redis drops past capacity, default 100).
-                "CONFIG": {"hosts": [REDIS_URL], "channel_capacity": {"harper-hub.*": 100_000}},
+                "CONFIG": {
+                    "hosts": [REDIS_URL],
+                    "prefix": REDIS_PREFIX,
+                    "channel_capacity": {"harper-hub.*": 100_000},
+                },
             }
         }
     else:
         CHANNEL_LAYERS = {
-            "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+            "default": {
+                "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                "CONFIG": {"hosts": [REDIS_URL], "prefix": REDIS_PREFIX},
+            }
         }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}

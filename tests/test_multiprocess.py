@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 
 import pytest
 import websockets
@@ -15,10 +16,26 @@ from tests.live import DemoServer, run_script
 pytestmark = pytest.mark.usefixtures("redis_service")
 
 
+def own_prefix():
+    """A Redis key prefix no other test or run uses."""
+    return f"harper-test-{uuid.uuid4().hex[:8]}"
+
+
+def forget_prefix(url, prefix):
+    """Delete what a test left in Redis (a killed server's memberships last a day)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+
+
 @pytest.fixture(params=["pubsub", "core"])
 def redis_env(request, redis_service):
     """Environment of the demo on Redis, with a key prefix of its own."""
-    return {"REDIS_URL": redis_service, "REDIS_LAYER": request.param}
+    env = {"REDIS_URL": redis_service, "REDIS_LAYER": request.param, "REDIS_PREFIX": own_prefix()}
+    yield env
+    forget_prefix(redis_service, env["REDIS_PREFIX"])
 
 
 @pytest.fixture
@@ -87,21 +104,25 @@ def redis_keys(url, pattern):
 
 
 def test_a_thousand_clients_leaving_at_once_leave_no_group_membership_in_redis(tmp_path, redis_service):
-    server = DemoServer(tmp_path, env={"REDIS_URL": redis_service, "REDIS_LAYER": "core"}).start()
+    prefix = own_prefix()
+    groups = f"{prefix}:group:harper.dogs.dog.*"
+    server = DemoServer(tmp_path, env={"REDIS_URL": redis_service, "REDIS_LAYER": "core", "REDIS_PREFIX": prefix})
+    server.start()
     try:
 
         async def crowd():
             sockets = await asyncio.gather(
                 *(websockets.connect(f"{server.ws_url}/dog/{10_000 + n}", open_timeout=30) for n in range(1000))
             )
-            groups_while_open = len(redis_keys(redis_service, "asgi:group:harper.dogs.dog.*"))
+            groups_while_open = len(redis_keys(redis_service, groups))
             await asyncio.gather(*(sock.close() for sock in sockets))
             return groups_while_open
 
         assert asyncio.run(crowd()) == 1000, "one membership per record group, not per connection"
         deadline = time.monotonic() + 20
-        while redis_keys(redis_service, "asgi:group:harper.dogs.dog.*") and time.monotonic() < deadline:
+        while redis_keys(redis_service, groups) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert redis_keys(redis_service, "asgi:group:harper.dogs.dog.*") == []
+        assert redis_keys(redis_service, groups) == []
     finally:
         server.stop()
+        forget_prefix(redis_service, prefix)

@@ -153,7 +153,12 @@ def test_a_client_that_stops_reading_is_closed_1013_while_a_fast_one_gets_everyt
     from tests.live import run_script
     from tests.test_live_security import raw_websocket
 
-    env = {"REDIS_URL": redis_service, "REDIS_LAYER": "pubsub", "HARPER_RESOURCES_SEND_QUEUE_SIZE": "20"}
+    env = {
+        "REDIS_URL": redis_service,
+        "REDIS_LAYER": "pubsub",
+        "REDIS_PREFIX": f"harper-test-{time.monotonic_ns()}",
+        "HARPER_RESOURCES_SEND_QUEUE_SIZE": "20",
+    }
     server = DemoServer(tmp_path, env=env, server="uvicorn").start()
     try:
         slow = raw_websocket(server.port, "/dog/341")  # handshake, then never reads
