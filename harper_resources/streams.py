@@ -18,7 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from . import metrics
+from . import metrics, protocol
 
 logger = logging.getLogger("harper_resources")
 
@@ -34,10 +34,8 @@ def asgi_message(item: Any) -> dict[str, Any] | None:
         return {"type": "websocket.send", "text": item.text}
     if isinstance(item, (bytes, bytearray)):
         return {"type": "websocket.send", "bytes": bytes(item)}
-    from .protocol import encode
-
     try:
-        return {"type": "websocket.send", "text": encode(item)}
+        return {"type": "websocket.send", "text": protocol.encode(item)}
     except (TypeError, ValueError):
         logger.error("harper_resources: a resource sent a value JSON cannot encode: %r", item)
         return None
@@ -221,9 +219,9 @@ class Stream(_Emitter):
             and not self._held
         ):
             # The writer is idle and nothing waits: write now, in order by construction.
-            message = asgi_message(item=message)
-            if message is not None:
-                task = run_eagerly(self._direct_send(message))  # type: ignore[arg-type]
+            asgi = asgi_message(message)
+            if asgi is not None:
+                task = run_eagerly(self._direct_send(asgi))  # type: ignore[arg-type]
                 if task is not None:
                     self._inflight = task
                     if self._tasks is None:
@@ -325,7 +323,10 @@ class Stream(_Emitter):
             if self._closing:
                 raise StopAsyncIteration
             await self._wait()
-        return self._queue.popleft()
+        message = self._queue.popleft()
+        if not self._queue:
+            self._queue = None  # an idle connection keeps no queue
+        return message
 
     def _take_all(self) -> collections.deque[Any] | None:
         """Everything ready to be written, in order (None if nothing is), for the
