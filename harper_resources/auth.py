@@ -19,8 +19,8 @@ from typing import Any
 
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
+from channels.security.websocket import AllowedHostsOriginValidator
 from channels.security.websocket import OriginValidator as ChannelsOriginValidator
-from django.conf import settings
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import AnonymousUser
 
@@ -93,10 +93,7 @@ class NonBrowserOriginValidator(ChannelsOriginValidator):  # type: ignore[misc]
 
 
 def OriginValidator(inner: Any) -> NonBrowserOriginValidator:
-    """Refuse handshakes whose ``Origin`` is not one of ``ALLOWED_HOSTS`` (any port;
-    ``localhost``, ``127.0.0.1`` and ``[::1]`` when ``DEBUG`` and ``ALLOWED_HOSTS`` is
-    empty). Handshakes without ``Origin`` (non-browser clients) are let through."""
-    allowed_hosts = list(settings.ALLOWED_HOSTS)
-    if settings.DEBUG and not allowed_hosts:
-        allowed_hosts = ["localhost", "127.0.0.1", "[::1]"]
-    return NonBrowserOriginValidator(inner, allowed_hosts)
+    """Refuse handshakes whose ``Origin`` is not one of the hosts Channels'
+    ``AllowedHostsOriginValidator`` allows (``ALLOWED_HOSTS``, with its ``DEBUG``
+    defaults). Handshakes without ``Origin`` (non-browser clients) are let through."""
+    return NonBrowserOriginValidator(inner, AllowedHostsOriginValidator(inner).allowed_origins)

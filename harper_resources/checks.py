@@ -111,16 +111,14 @@ MIN_HUB_CAPACITY = 1000
 
 @checks.register()
 def check_hub_capacity(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    from channels.layers import get_channel_layer
-
-    from .hub import HUB_CHANNEL_PREFIX, is_process_local
+    from .hub import HUB_CHANNEL_PREFIX, channel_layer, is_process_local
 
     try:
-        layer = get_channel_layer(settings.CHANNEL_LAYER)
+        layer = channel_layer()
     except Exception:
         return []  # E001 or the layer's own error says what is wrong
     # Static look-ups: the pub/sub layer proxies attributes to a per-event-loop object.
-    if is_process_local(layer) or inspect.getattr_static(layer, "get_capacity", None) is None:
+    if layer is None or is_process_local(layer) or inspect.getattr_static(layer, "get_capacity", None) is None:
         return []  # in-memory delivery skips the layer
     if inspect.getattr_static(layer, "group_expiry", None) is None:
         return []  # the pub/sub layer queues without a bound
