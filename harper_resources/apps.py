@@ -10,6 +10,7 @@ from django.utils.module_loading import autodiscover_modules
 class HarperResourcesConfig(AppConfig):
     name = "harper_resources"
     verbose_name = "Harper resources"
+    default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
         from . import broadcast, checks  # noqa: F401  (checks register themselves)

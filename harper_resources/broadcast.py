@@ -1,15 +1,20 @@
 """After-commit broadcasting of record changes and publishes.
 
-``post_save``/``post_delete`` of a table model encode the frame once (at save time, so
-later changes to the instance do not leak in) and register a ``transaction.on_commit``
-callback that hands it to ``submit``. A rolled-back transaction therefore sends nothing,
-and several saves in one transaction go out in order when it commits.
+``post_save``/``post_delete`` of a table model version the change and encode its frame
+inside the changing transaction: ``versions.assign`` gives the record its next version
+(in commit order, across processes), and a ``put`` carries the row read back from the
+database, so ``update_fields``, ``F()`` expressions, defaults and concurrent writers are
+exactly what is stored. A ``transaction.on_commit`` callback then hands the frame to
+``submit``: a rolled-back transaction sends nothing, and several saves in one
+transaction go out in order when it commits.
 
 ``submit`` never blocks and never raises: saving must not fail, wait or lose its write
 because broadcasting failed. With a process-local layer the frame goes straight to this
 process's hubs. With a layer that reaches other processes (Redis) it goes to a single
 background sender per process, which owns one event loop (so one connection pool, not
 one per save), sends in submission order, and is flushed when the process exits.
+Delivery order across processes is not commit order; the versions are, and hubs and
+streams drop a state older than one they delivered.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from typing import Any
 
 from django.db import models, transaction
 
-from . import hub, metrics, protocol, tables
+from . import hub, metrics, protocol, tables, versions
 from .conf import settings
+from .streams import Frame
 
 logger = logging.getLogger("harper_resources")
 
@@ -36,36 +42,59 @@ logger = logging.getLogger("harper_resources")
 def on_post_save(
     sender: type[models.Model], instance: models.Model, raw: bool = False, using: str = "default", **kwargs: Any
 ) -> None:
-    """Broadcast a ``put`` of ``instance`` once the current transaction commits."""
-    if raw or not tables.is_table(sender):
+    """Broadcast a ``put`` of the saved row (as stored, read back) once the current
+    transaction commits, to the subscribers of each table the save changed."""
+    if raw:
         return
-    try:
-        frame = tables.put_frame(instance)
-    except Exception:
-        metrics.throttled_warning(
-            "encode_failed", "harper_resources: could not encode %r; not broadcast", instance, exc_info=True
-        )
-        return
-    _after_commit(sender, instance.pk, frame, using)
+    for table in tables.tables_of(sender):
+        _record_change(table, instance.pk, using, deleted=False)
 
 
 def on_post_delete(sender: type[models.Model], instance: models.Model, using: str = "default", **kwargs: Any) -> None:
     """Broadcast a ``delete`` of ``instance`` once the current transaction commits."""
-    if not tables.is_table(sender):
-        return
+    # Django sends post_delete once per deleted row, the parent rows of a multi-table
+    # child included: each table is handled by its own signal.
+    if tables.is_table(sender):
+        _record_change(sender._meta.concrete_model or sender, instance.pk, using, deleted=True)
+
+
+def _record_change(model: type[models.Model], pk: Any, using: str, *, deleted: bool) -> None:
+    """Version the change, encode its frame from the stored row, and broadcast it after
+    commit. Never raises: a failure here is logged and counted, and the save stands."""
+    connection = transaction.get_connection(using)
     try:
-        frame = protocol.delete_frame(instance.pk, protocol.now_ms())
+        # A savepoint inside the caller's transaction, so a failure here (a missing
+        # migration, say) cannot break the caller's transaction.
+        with transaction.atomic(using=using, savepoint=connection.in_atomic_block):
+            change = _versioned_frame(model, pk, using, deleted)
+            transaction.on_commit(lambda: submit(*change), using=using, robust=True)
     except Exception:
         metrics.throttled_warning(
-            "encode_failed", "harper_resources: could not encode the delete of %r", instance, exc_info=True
+            "encode_failed",
+            "harper_resources: could not record the change of %s %r; not broadcast",
+            model._meta.label,
+            pk,
+            exc_info=True,
         )
-        return
-    _after_commit(sender, instance.pk, frame, using)
 
 
-def _after_commit(model: type[models.Model], pk: Any, frame: str, using: str) -> None:
-    groups = record_groups(tables.table_name(model), tables.key(pk))
-    transaction.on_commit(lambda: submit(groups, frame), using=using, robust=True)
+def _versioned_frame(model: type[models.Model], pk: Any, using: str, deleted: bool) -> tuple[tuple[str, str], Frame]:
+    table, key = tables.table_name(model), tables.key(pk)
+    groups = record_groups(table, key)
+    # The version first: its row lock makes every later change of this record wait, so
+    # the row read next is the state this version stands for (or a newer one whose own
+    # frame comes later with a greater version).
+    version = versions.assign(using, table, key, deleted=deleted)
+    if deleted:
+        text = protocol.delete_frame(pk, version)
+    else:
+        row = model._base_manager.using(using).filter(pk=pk).first()
+        if row is None:  # deleted by another transaction since this save
+            versions.mark_deleted(using, table, key)
+            text = protocol.delete_frame(pk, version)
+        else:
+            text = tables.put_frame(row, version)
+    return groups, Frame(text, groups[1], version)
 
 
 def record_groups(table: str, key: str) -> tuple[str, str]:
@@ -90,7 +119,7 @@ def publish(target: Any, pk: Any, message: Any, *, using: str | None = None) -> 
     transaction.on_commit(lambda: submit(groups, frame), using=using, robust=True)
 
 
-def message_event(target: Any, pk: Any, message: Any) -> tuple[tuple[str, str], str]:
+def message_event(target: Any, pk: Any, message: Any) -> tuple[tuple[str, str], Frame]:
     """The groups and encoded ``message`` frame of a publish to record ``pk`` of ``target``."""
     if isinstance(target, models.Model):
         model: type[models.Model] | None = type(target)
@@ -103,13 +132,13 @@ def message_event(target: Any, pk: Any, message: Any) -> tuple[tuple[str, str], 
     else:
         pk = tables.parse_pk(model, pk)
         table, key = tables.table_name(model), tables.key(pk)
-    return record_groups(table, key), protocol.message_frame(pk, message, protocol.now_ms())
+    return record_groups(table, key), Frame(protocol.message_frame(pk, message, protocol.now_ms()))
 
 
 # Delivery ------------------------------------------------------------------------------
 
 
-def submit(groups: Iterable[str], frame: str) -> None:
+def submit(groups: Iterable[str], frame: Frame) -> None:
     """Hand ``frame`` to the subscribers of each of ``groups``. Never blocks or raises."""
     try:
         layer = hub.channel_layer()
@@ -117,7 +146,8 @@ def submit(groups: Iterable[str], frame: str) -> None:
             for group in groups:
                 hub.deliver_locally(group, frame)
         else:
-            _sender().submit([(group, protocol.event(group, frame)) for group in groups])
+            events = [(group, protocol.event(group, frame.text, frame.record, frame.version)) for group in groups]
+            _sender().submit(events)
     except Exception:
         metrics.throttled_warning("broadcast_failed", "harper_resources: broadcast failed", exc_info=True)
 

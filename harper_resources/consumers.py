@@ -18,7 +18,7 @@ from django.contrib.auth import get_permission_codename
 from django.contrib.auth.models import AnonymousUser
 from django.db import models
 
-from . import broadcast, protocol, tables
+from . import broadcast, protocol, tables, versions
 from .auth import AUTH_FAILED
 from .conf import settings
 from .exceptions import CloseConnection, Forbidden, InvalidStream, NotLoggedIn, ResourceNotFound
@@ -140,9 +140,9 @@ class Resource:
             group = protocol.table_group(table)
         else:
             group = protocol.record_group(table, tables.key(self.pk))
-        narrowed = type(self).allow_record is not Resource.allow_record
-        visible: set[Any] = set()
-        listener = self._narrowed_listener(stream, visible) if narrowed else stream.send
+        if type(self).allow_record is not Resource.allow_record:
+            stream._filter = self._record_filter()
+        listener = stream.send
         hub = get_hub()
         stream._add_cleanup(lambda: hub.unsubscribe(group, listener))
         try:
@@ -154,23 +154,34 @@ class Resource:
             return
         stream._mark_subscribed(True)
         try:
+            # Read after subscribing, so no change falls between the two; live frames
+            # wait (held) and go out after these, minus states these already show.
             first = await database_sync_to_async(self._first_frames)() if self.model is not None else []
-            if narrowed:
-                first = [frame for frame in first if self._allows(frame["value"])]
-                visible.update(frame["id"] for frame in first)
         except Exception:
             logger.exception("harper_resources: could not read the first frames of %s", self.scope.get("path"))
             stream.close(*SERVER_ERROR)
             return
+        hub.note_versions(group, first)
         stream._release(first)
 
     def _first_frames(self) -> list[Frame]:
+        """The ``put`` of the record (or of the collection's first records), each with
+        the stored version of the state it shows, read in one consistent view."""
         queryset = self.get_queryset()
-        if self.id is not None:
-            records = list(queryset.filter(pk=self.pk)[:1])
-        else:
-            records = list(queryset.order_by("pk")[: settings.COLLECTION_LIMIT])
-        return [Frame(tables.put_frame(record)) for record in records]
+        using = queryset.db
+        table = self.table_name()
+        with versions.snapshot(using):
+            if self.id is not None:
+                records = list(queryset.filter(pk=self.pk)[:1])
+            else:
+                records = list(queryset.order_by("pk")[: settings.COLLECTION_LIMIT])
+            keys = [tables.key(record.pk) for record in records]
+            stored = versions.stored(using, table, keys)
+        frames = []
+        for record, key in zip(records, keys, strict=True):
+            version = stored.get(key, 0.0)
+            frames.append(Frame(tables.put_frame(record, version), protocol.record_group(table, key), version))
+        return frames
 
     def _allows(self, record: dict[str, Any]) -> bool:
         try:
@@ -179,24 +190,28 @@ class Resource:
             logger.exception("harper_resources: %s.allow_record failed; record hidden", type(self).__name__)
             return False
 
-    def _narrowed_listener(self, stream: Stream, visible: set[Any]) -> Callable[[Frame], None]:
-        """A listener that passes only the frames ``allow_record`` lets this connection see."""
+    def _record_filter(self) -> Callable[[Frame], Frame | None]:
+        """The stream filter that passes only the frames ``allow_record`` lets this
+        connection see, turning a ``put`` that hides a shown record into a ``delete``."""
+        visible: set[Any] = set()
 
-        def listener(frame: Frame) -> None:
+        def admit(frame: Frame) -> Frame | None:
             kind, pk = frame["type"], frame["id"]
             if kind == protocol.PUT:
                 if self._allows(frame["value"]):
                     visible.add(pk)
-                    stream.send(frame)
-                elif pk in visible:
+                    return frame
+                if pk in visible:
                     visible.discard(pk)
-                    stream.send(Frame(protocol.delete_frame(pk, frame["version"])))
-            elif pk in visible:
+                    return Frame(protocol.delete_frame(pk, frame.version), frame.record, frame.version)
+                return None
+            if pk in visible:
                 if kind == protocol.DELETE:
                     visible.discard(pk)
-                stream.send(frame)
+                return frame
+            return None
 
-        return listener
+        return admit
 
     # ASGI plumbing ---------------------------------------------------------------------
 

@@ -78,6 +78,9 @@ class Hub:
         self.local_only = is_process_local(layer)
         self.channel_name: str | None = None
         self._listeners: dict[str, set[Listener]] = {}
+        # Per group, the newest version delivered (or shown in a first frame) of each
+        # record: an older state arriving later is dropped, for every listener at once.
+        self._versions: dict[str, dict[str, float]] = {}
         self._joined: set[str] = set()
         self._dirty: dict[str, None] = {}  # an ordered set of groups to reconcile
         self._renew: set[str] = set()  # joined groups to join again (expiry, layer restart)
@@ -116,6 +119,7 @@ class Hub:
         if listeners:
             return
         del self._listeners[group]
+        self._versions.pop(group, None)
         if self.local_only:
             self._stop_when_idle()
         else:
@@ -123,17 +127,41 @@ class Hub:
 
     # Delivery --------------------------------------------------------------------------
 
-    def dispatch(self, group: str, text: str) -> None:
-        """Hand the encoded frame ``text`` of ``group`` to its local listeners."""
+    def dispatch(self, group: str, frame: Frame) -> None:
+        """Hand ``frame`` of ``group`` to its local listeners, unless it shows a state of
+        its record older than one this group already delivered (then it is dropped and
+        counted as ``stale_dropped``)."""
         listeners = self._listeners.get(group)
         if not listeners:
             return
-        frame = Frame(text)
+        record = frame.record
+        if record is not None:
+            known = self._versions.get(group)
+            if known is None:
+                known = self._versions[group] = {}
+            newest = known.get(record)
+            if newest is not None and frame.version < newest:
+                metrics.count("stale_dropped")
+                return
+            known[record] = frame.version
         for listener in tuple(listeners):
             try:
                 listener(frame)
             except Exception:
                 logger.exception("harper_resources: a listener failed")
+
+    def note_versions(self, group: str, frames: list[Frame]) -> None:
+        """Record the versions of first frames a listener of ``group`` was shown, so
+        older states still in flight are dropped for every listener of the group."""
+        if group not in self._listeners:
+            return
+        known = self._versions.get(group)
+        if known is None:
+            known = self._versions[group] = {}
+        for frame in frames:
+            record = frame.record
+            if record is not None and frame.version > known.get(record, -1.0):
+                known[record] = frame.version
 
     # Channel-layer membership ----------------------------------------------------------
 
@@ -212,7 +240,8 @@ class Hub:
                 continue
             delay = 0.0
             if message.get("type") == protocol.EVENT_TYPE:
-                self.dispatch(message["group"], message["frame"])
+                frame = Frame(message["frame"], message.get("record"), message.get("version") or 0.0)
+                self.dispatch(message["group"], frame)
 
     async def _renew_loop(self, expiry: float) -> None:
         # Layers end memberships older than group_expiry; joining again renews them, so
@@ -242,11 +271,11 @@ class Hub:
             self._started.cancel()
 
 
-def deliver_locally(group: str, text: str) -> None:
+def deliver_locally(group: str, frame: Frame) -> None:
     """Hand a frame to every hub of this process, each on its own loop (thread-safe)."""
     for hub in running_hubs():
         try:
-            hub.loop.call_soon_threadsafe(hub.dispatch, group, text)
+            hub.loop.call_soon_threadsafe(hub.dispatch, group, frame)
         except RuntimeError:
             # The hub's loop is closed (a finished test, a stopped server): forget it.
             with _hubs_lock:

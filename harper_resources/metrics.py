@@ -25,6 +25,12 @@ def snapshot() -> dict[str, int]:
         return dict(_counts)
 
 
+def count(name: str) -> None:
+    """Count ``name`` (no log line): expected events worth watching, such as stale frames dropped."""
+    with _lock:
+        _counts[name] += 1
+
+
 def throttled_warning(name: str, message: str, *args: object, interval: float = 10.0, exc_info: bool = False) -> None:
     """Count ``name`` and log ``message`` unless the same ``name`` was logged within ``interval``."""
     now = time.monotonic()

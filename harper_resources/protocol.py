@@ -116,6 +116,7 @@ def record_group(table: str, key: str) -> str:
     return _fit(f"{_GROUP_PREFIX}.{table}._{digest}")
 
 
-def event(group: str, frame: str) -> dict[str, Any]:
-    """The channel-layer message that carries ``frame`` to the subscribers of ``group``."""
-    return {"type": EVENT_TYPE, "group": group, "frame": frame}
+def event(group: str, frame: str, record: str | None = None, version: float = 0.0) -> dict[str, Any]:
+    """The channel-layer message that carries ``frame`` to the subscribers of ``group``;
+    ``record`` and ``version`` identify the state a ``put``/``delete`` frame shows."""
+    return {"type": EVENT_TYPE, "group": group, "frame": frame, "record": record, "version": version}

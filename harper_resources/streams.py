@@ -23,6 +23,9 @@ from . import metrics, protocol
 logger = logging.getLogger("harper_resources")
 
 Callback = Callable[..., Any]
+
+#: Seconds after its first frames during which a stream skips live copies of them.
+FLOOR_SECONDS = 10.0
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -78,12 +81,19 @@ class Frame:
 
     It is written to the socket as it is; reading it as a mapping (``frame["type"]``,
     ``frame.data``) decodes it once, for resources that want to look inside.
+
+    A ``put`` or ``delete`` also carries, undecoded, the record it is a state of
+    (``record``: the record's group name) and its ``version``, so that hubs and streams
+    can drop a state older than one already delivered without parsing JSON. A
+    ``message`` frame is no state: ``record`` is None and it is never dropped as stale.
     """
 
-    __slots__ = ("_data", "text")
+    __slots__ = ("_data", "record", "text", "version")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, record: str | None = None, version: float = 0.0) -> None:
         self.text = text
+        self.record = record
+        self.version = version
         self._data: Any = None
 
     @property
@@ -199,6 +209,13 @@ class Stream(_Emitter):
         #: is idle, ``send`` then writes to the socket itself instead of waking it.
         self._direct_send: Send | None = None
         self._inflight: asyncio.Task[Any] | None = None
+        #: Applied to each ``Frame`` sent once the first frames are out: returns the
+        #: frame to send (possibly another one) or None to skip it (``allow_record``).
+        self._filter: Callable[[Frame], Frame | None] | None = None
+        #: For a short while after the first frames: their versions per record, so the
+        #: same state arriving again as a live frame is not sent twice.
+        self._floors: dict[str, float] | None = None
+        self._floors_until = 0.0
 
     @property
     def closed(self) -> bool:
@@ -210,6 +227,10 @@ class Stream(_Emitter):
         value as its JSON. Ignored once the stream is closed."""
         if self._closing:
             return
+        if (self._filter is not None or self._floors is not None) and not self._held and isinstance(message, Frame):
+            message = self._admit(message)
+            if message is None:
+                return
         queue = self._queue
         if (
             queue is None
@@ -271,18 +292,50 @@ class Stream(_Emitter):
         """Queue but do not yield messages until ``_release`` (while the first frames load)."""
         self._held = True
 
-    def _release(self, first: list[Any]) -> None:
-        """Put ``first`` ahead of everything queued so far and start yielding again.
+    def _admit(self, frame: Frame) -> Frame | None:
+        """``frame`` as this stream sends it, or None: a state already shown in the
+        first frames is skipped, the rest goes through ``_filter``."""
+        floors = self._floors
+        if floors is not None and frame.record is not None:
+            floor = floors.get(frame.record)
+            if floor is not None:
+                if frame.version <= floor:
+                    return None
+                del floors[frame.record]
+            if not floors or asyncio.get_running_loop().time() > self._floors_until:
+                # Later duplicates can only be frames that were in flight while the first
+                # frames were read; older states are dropped by the hub for good.
+                self._floors = None
+        return frame if self._filter is None else self._filter(frame)
 
+    def _release(self, first: list[Any]) -> None:
+        """Send ``first`` (the first frames, read after subscribing) ahead of everything
+        queued so far, and start yielding again.
+
+        A live frame that arrived meanwhile and shows a state no newer than the first
+        frame of its record is dropped: the first frame already shows it or a newer one.
         The queue may then hold ``len(first)`` more than ``maxsize``: the initial record
         dump is bounded by its own setting.
         """
-        if first:
-            if self._queue is None:
-                self._queue = collections.deque()
-            self._queue.extendleft(reversed(first))
-            self._maxsize += len(first)
         self._held = False
+        waiting = self._queue or ()
+        queue: collections.deque[Any] = collections.deque()
+        for item in first:
+            if isinstance(item, Frame) and self._filter is not None:
+                item = self._filter(item)
+            if item is not None:
+                queue.append(item)
+        floors = {frame.record: frame.version for frame in first if isinstance(frame, Frame) and frame.record}
+        self._floors = floors or None
+        for item in waiting:
+            if isinstance(item, Frame):
+                item = self._admit(item)
+            if item is not None:
+                queue.append(item)
+        self._queue = queue or None
+        self._maxsize += len(first)
+        if floors:
+            self._floors_until = asyncio.get_running_loop().time() + FLOOR_SECONDS
         self._wake()
 
     def _add_cleanup(self, fn: Callable[[], None]) -> None:

@@ -28,6 +28,14 @@ def is_table(model: type[models.Model]) -> bool:
     return concrete in _tables
 
 
+def tables_of(model: type[models.Model]) -> list[type[models.Model]]:
+    """The tables a save of ``model`` changes: its concrete model and, for a multi-table
+    child, each concrete parent, where a Resource names them (child first)."""
+    concrete = model._meta.concrete_model or model
+    candidates = [concrete, *concrete._meta.get_parent_list()]
+    return [candidate for candidate in candidates if candidate in _tables]
+
+
 def table_name(model: type[models.Model]) -> str:
     """The table's name in group names: ``app_label.model_name`` of the concrete model."""
     return (model._meta.concrete_model or model)._meta.label_lower
@@ -64,17 +72,6 @@ def record_value(instance: models.Model) -> dict[str, Any]:
     return {field.name: field.value_from_object(instance) for field in instance._meta.concrete_fields}
 
 
-def record_version(instance: models.Model) -> float:
-    """Milliseconds of the record's last write: its ``auto_now`` field when it has one,
-    otherwise now (the moment the server saw this state)."""
-    for field in instance._meta.concrete_fields:
-        if isinstance(field, models.DateTimeField) and field.auto_now:
-            stamp = field.value_from_object(instance)
-            if stamp is not None:
-                return float(stamp.timestamp() * 1000.0)
-    return protocol.now_ms()
-
-
-def put_frame(instance: models.Model) -> str:
-    """The encoded ``put`` frame of ``instance``'s current state."""
-    return protocol.put_frame(instance.pk, record_value(instance), record_version(instance))
+def put_frame(instance: models.Model, version: float) -> str:
+    """The encoded ``put`` frame of ``instance``'s state, stored at ``version``."""
+    return protocol.put_frame(instance.pk, record_value(instance), version)
