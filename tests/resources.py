@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from harper_resources import Resource
 from harper_resources.exceptions import CloseConnection
@@ -180,6 +181,23 @@ class YoungDogsOnly(Public):
 
     def allow_record(self, record):
         return record["age"] < 10
+
+
+class SlowNarrowedDogs(Public):
+    """Narrowed with ``allow_record``, and its first read waits for the test: changes
+    committed meanwhile arrive while the first frames are still being read."""
+
+    model = Dog
+    #: Set by the test to let the first read finish.
+    read_may_finish = threading.Event()
+
+    def allow_record(self, record):
+        return True
+
+    def _first_frames(self):
+        frames = super()._first_frames()
+        assert self.read_may_finish.wait(10), "the test never let the first read finish"
+        return frames
 
 
 class StuckReader(Public):

@@ -9,7 +9,7 @@ from project.dogs.models import Dog
 from project.dogs.resources import DogStatus
 from project.dogs.seed_examples import DogNotes, DogStatusMinimal, DogStatusSeed
 from tests import resources
-from tests.testapp.resources import GadgetResource, StampedResource, TagResource
+from tests.testapp.resources import AnimalResource, GadgetResource, StampedResource, TagResource
 
 
 class PublicDogs(Resource):
@@ -28,6 +28,9 @@ websocket_urlpatterns = [
     path("gadget/<str:id>", GadgetResource.as_asgi()),
     path("tag/<path:id>", TagResource.as_asgi()),
     path("stamped/<str:id>", StampedResource.as_asgi()),
+    path("animal/<str:id>", AnimalResource.as_asgi()),
+    path("animal/", AnimalResource.as_asgi()),
+    path("slow-narrowed-dog/<str:id>", resources.SlowNarrowedDogs.as_asgi()),
     path("seed/notes/<str:id>", DogNotes.as_asgi()),
     path("seed/minimal/<str:id>", DogStatusMinimal.as_asgi()),
     path("seed/status/<str:id>", DogStatusSeed.as_asgi()),

@@ -4,24 +4,22 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='RecordVersion',
+            name="RecordVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('table', models.CharField(max_length=100)),
-                ('key', models.CharField(max_length=255)),
-                ('version', models.FloatField()),
-                ('deleted', models.BooleanField(default=False)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("table", models.CharField(max_length=100)),
+                ("key", models.CharField(max_length=255)),
+                ("version", models.FloatField()),
+                ("deleted", models.BooleanField(default=False)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('table', 'key'), name='harper_record_version_unique')],
+                "constraints": [models.UniqueConstraint(fields=("table", "key"), name="harper_record_version_unique")],
             },
         ),
     ]

@@ -36,3 +36,15 @@ class Unwatched(models.Model):
     """No resource names it: its saves are never broadcast."""
 
     title = models.CharField(max_length=50)
+
+
+class Animal(models.Model):
+    """A parent table of multi-table inheritance: a Resource watches it."""
+
+    name = models.CharField(max_length=50)
+
+
+class Cat(Animal):
+    """A multi-table child no Resource names: its saves change the Animal table too."""
+
+    indoor = models.BooleanField(default=True)

@@ -1,6 +1,6 @@
 from harper_resources import Resource
 
-from .models import Gadget, Stamped, Tag
+from .models import Animal, Gadget, Stamped, Tag
 
 
 class PublicResource(Resource):
@@ -18,3 +18,7 @@ class TagResource(PublicResource):
 
 class StampedResource(PublicResource):
     model = Stamped
+
+
+class AnimalResource(PublicResource):
+    model = Animal
