@@ -58,16 +58,24 @@ def on_post_delete(sender: type[models.Model], instance: models.Model, using: st
         _record_change(sender._meta.concrete_model or sender, instance.pk, using, deleted=True)
 
 
+#: Set on a database connection once it has versioned a change (the app's table is there).
+_VERSIONS_OK = "_harper_resources_versions_ok"
+
+
 def _record_change(model: type[models.Model], pk: Any, using: str, *, deleted: bool) -> None:
     """Version the change, encode its frame from the stored row, and broadcast it after
     commit. Never raises: a failure here is logged and counted, and the save stands."""
     connection = transaction.get_connection(using)
+    # Inside the caller's transaction, a savepoint until this connection has versioned
+    # a change once, so a failure here (a missing migration, say) cannot break the
+    # caller's transaction. Not after: PostgreSQL slows down past 64 savepoints in one
+    # transaction, and a transaction of thousands of saves is ordinary.
+    savepoint = connection.in_atomic_block and not getattr(connection, _VERSIONS_OK, False)
     try:
-        # A savepoint inside the caller's transaction, so a failure here (a missing
-        # migration, say) cannot break the caller's transaction.
-        with transaction.atomic(using=using, savepoint=connection.in_atomic_block):
+        with transaction.atomic(using=using, savepoint=savepoint):
             change = _versioned_frame(model, pk, using, deleted)
             transaction.on_commit(lambda: submit(*change), using=using, robust=True)
+        setattr(connection, _VERSIONS_OK, True)
     except Exception:
         metrics.throttled_warning(
             "encode_failed",

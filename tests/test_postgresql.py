@@ -36,6 +36,7 @@ def test_the_broadcast_and_record_stream_tests_pass_on_postgresql():
             "no:cacheprovider",
             "tests/test_broadcast.py",
             "tests/test_record_stream.py",
+            "tests/test_versions.py",
             "-k",
             "not redis",
         ],
