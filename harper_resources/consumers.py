@@ -224,26 +224,33 @@ class Resource:
         self._asgi_send = send
         incoming = IncomingMessages(maxsize=settings.RECEIVE_QUEUE_SIZE, max_bytes=8 * settings.MAX_MESSAGE_BYTES)
         try:
+            await self._serve(receive, incoming)
+        finally:
+            # Also when the task is cancelled at any await (daphne cancels the task of a
+            # client gone for 10 s, and every task at shutdown): the CancelledError goes on.
+            self._finish(incoming)
+
+    async def _serve(self, receive: Receive, incoming: IncomingMessages) -> None:
+        try:
             await self._authorise()
             outgoing = await self._open(incoming)
             await self._subscriptions_ready()
         except CloseConnection as exc:
-            await self._refuse(exc.code, exc.reason, incoming)
+            await self._refuse(exc.code, exc.reason)
             return
         except Exception:
             logger.exception("harper_resources: connect() of %s failed", type(self).__name__)
-            await self._refuse(*SERVER_ERROR, incoming)
+            await self._refuse(*SERVER_ERROR)
             return
         # Accepted only now: once a client sees the socket open, every change committed
         # after that reaches it.
-        await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+        await self._asgi_send({"type": "websocket.accept", "subprotocol": None, "headers": []})
         await self._run(receive, incoming, outgoing)
 
-    async def _refuse(self, code: int, reason: str, incoming: IncomingMessages) -> None:
+    async def _refuse(self, code: int, reason: str) -> None:
         # Accept, then close: a browser sees the close code only on an open socket.
         await self._asgi_send({"type": "websocket.accept", "subprotocol": None, "headers": []})
         await self._close(code, reason)
-        self._finish(incoming)
 
     async def _subscriptions_ready(self) -> None:
         """Wait until the streams ``connect()`` opened are subscribed (raises if one failed)."""
@@ -389,6 +396,8 @@ class Resource:
             logger.exception("harper_resources: closing the stream of %s failed", type(self).__name__)
 
     def _finish(self, incoming: IncomingMessages) -> None:
+        """End the connection's objects: incoming messages, streams (close callbacks,
+        tasks, hub subscriptions). Safe to call again."""
         incoming._end()
         for stream in self._streams:
             stream._finish()

@@ -15,6 +15,7 @@ touches the layer.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import threading
 from collections.abc import Callable
@@ -56,6 +57,15 @@ def get_hub() -> Hub:
         return hub
 
 
+class Membership(enum.Enum):
+    """Where a hub's channel stands in a layer group (a group absent from the hub's
+    ``_membership`` is left). Only the membership worker changes it."""
+
+    JOINING = "joining"  # group_add in flight; subscribers wait for it
+    JOINED = "joined"  # group_add returned: the layer has the channel in the group
+    LEAVING = "leaving"  # group_discard in flight; a subscriber waits for the join after it
+
+
 def running_hubs() -> list[Hub]:
     """Every hub of this process that has listeners."""
     with _hubs_lock:
@@ -66,10 +76,11 @@ class Hub:
     """Listeners by group for one event loop, and that loop's channel-layer membership.
 
     Membership changes go through one worker task that reconciles what the layer has
-    (``_joined``) with what the listeners need, one group at a time. So a thousand
+    (``_membership``) with what the listeners need, one group at a time. So a thousand
     clients leaving at once cost at most one ``group_discard`` per group and never more
     than one layer call in flight per hub (no connection-pool exhaustion), and a join
-    never overtakes a leave of the same group.
+    never overtakes a leave of the same group. A subscriber waits for a group_add that
+    returns after it subscribed; a leave in flight never ends that wait.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, layer: BaseChannelLayer | None) -> None:
@@ -81,7 +92,7 @@ class Hub:
         # Per group, the newest version delivered (or shown in a first frame) of each
         # record: an older state arriving later is dropped, for every listener at once.
         self._versions: dict[str, dict[str, float]] = {}
-        self._joined: set[str] = set()
+        self._membership: dict[str, Membership] = {}
         self._dirty: dict[str, None] = {}  # an ordered set of groups to reconcile
         self._renew: set[str] = set()  # joined groups to join again (expiry, layer restart)
         self._join_waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -99,7 +110,7 @@ class Hub:
         this returns is delivered. Raises if the channel layer fails.
         """
         self._listeners.setdefault(group, set()).add(listener)
-        if self.local_only or group in self._joined:
+        if self.local_only or self._membership.get(group) is Membership.JOINED:
             return
         waiter = self.loop.create_future()
         self._join_waiters.setdefault(group, []).append(waiter)
@@ -111,7 +122,8 @@ class Hub:
             raise
 
     def unsubscribe(self, group: str, listener: Listener) -> None:
-        """Stop delivering ``group`` to ``listener``; leaves the layer group with the last one."""
+        """Stop delivering ``group`` to ``listener``; leaves the layer group with the last
+        one, and a ``subscribe`` of the group still waiting then raises RuntimeError."""
         listeners = self._listeners.get(group)
         if listeners is None or listener not in listeners:
             return
@@ -120,6 +132,9 @@ class Hub:
             return
         del self._listeners[group]
         self._versions.pop(group, None)
+        for waiter in self._join_waiters.pop(group, ()):
+            if not waiter.done():
+                waiter.set_exception(RuntimeError(f"unsubscribed from {group} before it was joined"))
         if self.local_only:
             self._stop_when_idle()
         else:
@@ -171,39 +186,66 @@ class Hub:
             self._worker = self.loop.create_task(self._reconcile())
 
     async def _reconcile(self) -> None:
-        assert self.layer is not None
         while self._dirty:
             group = next(iter(self._dirty))
             del self._dirty[group]
-            wanted = group in self._listeners
-            error: Exception | None = None
-            try:
-                if wanted and (group not in self._joined or group in self._renew):
-                    channel = await self._ensure_started()
-                    await self.layer.group_add(group, channel)
-                    self._joined.add(group)
-                elif not wanted and group in self._joined:
-                    # Forget it first: if the discard fails, the layer's group expiry ends it.
-                    self._joined.discard(group)
-                    await self.layer.group_discard(group, self.channel_name)
-            except Exception as exc:
-                error = exc
-                metrics.throttled_warning(
-                    "group_membership_failed",
-                    "harper_resources: channel layer group join/leave failed for %s",
-                    group,
-                    exc_info=True,
-                )
+            renew = group in self._renew
             self._renew.discard(group)
-            for waiter in self._join_waiters.pop(group, []):
-                if waiter.done():
-                    continue
-                if error is not None and wanted:
-                    waiter.set_exception(error)
-                else:
-                    waiter.set_result(None)
+            state = self._membership.get(group)
+            if group in self._listeners:
+                if state is None or renew:
+                    await self._join(group)
+            elif state is Membership.JOINED:
+                await self._leave(group)
         self._worker = None
         self._stop_when_idle()
+
+    async def _join(self, group: str) -> None:
+        """group_add; then resolve the group's waiters with its outcome. A renewal of a
+        joined group stays joined if it fails (the layer's expiry is the backstop)."""
+        assert self.layer is not None
+        renewing = self._membership.get(group) is Membership.JOINED
+        if not renewing:
+            self._membership[group] = Membership.JOINING
+        try:
+            channel = await self._ensure_started()
+            await self.layer.group_add(group, channel)
+        except Exception as exc:
+            if not renewing:
+                del self._membership[group]
+            self._membership_failed(group)
+            self._resolve_waiters(group, exc)
+            return
+        self._membership[group] = Membership.JOINED
+        self._resolve_waiters(group, None)
+
+    async def _leave(self, group: str) -> None:
+        """group_discard; the group counts as left even if it fails (the layer's group
+        expiry ends it). Waiters that came meanwhile wait for the join that follows."""
+        assert self.layer is not None
+        self._membership[group] = Membership.LEAVING
+        try:
+            await self.layer.group_discard(group, self.channel_name)
+        except Exception:
+            self._membership_failed(group)
+        del self._membership[group]
+
+    def _membership_failed(self, group: str) -> None:
+        metrics.throttled_warning(
+            "group_membership_failed",
+            "harper_resources: channel layer group join/leave failed for %s",
+            group,
+            exc_info=True,
+        )
+
+    def _resolve_waiters(self, group: str, error: Exception | None) -> None:
+        for waiter in self._join_waiters.pop(group, ()):
+            if waiter.done():
+                continue
+            if error is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(None)
 
     async def _ensure_started(self) -> str:
         if self._started is None:
@@ -251,14 +293,15 @@ class Hub:
             self._renew_all()
 
     def _renew_all(self) -> None:
-        for group in list(self._joined):
-            self._renew.add(group)
-            self._mark(group)
+        for group, state in list(self._membership.items()):
+            if state is Membership.JOINED:
+                self._renew.add(group)
+                self._mark(group)
 
     # Life cycle ------------------------------------------------------------------------
 
     def _stop_when_idle(self) -> None:
-        if self._listeners or self._dirty or self._worker is not None or self._joined or self._stopped:
+        if self._listeners or self._dirty or self._worker is not None or self._membership or self._stopped:
             return
         self._stopped = True
         with _hubs_lock:

@@ -207,3 +207,13 @@ class StuckReader(Public):
         async for _message in incoming_messages:
             await asyncio.sleep(3600)
             yield _message
+
+
+class WaitsInConnect(CloseCallbacks):
+    """An async connect() that opens its stream, then never returns it."""
+
+    async def connect(self, incoming_messages):
+        outgoing = super().connect(incoming_messages)
+        events.append("connect waits")
+        await asyncio.sleep(3600)
+        return outgoing
