@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.db import models
 from django.db.models.signals import post_delete, post_save
 from django.utils.module_loading import autodiscover_modules
 
@@ -13,10 +14,23 @@ class HarperResourcesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import broadcast, checks  # noqa: F401  (checks register themselves)
+        from . import checks, tables  # noqa: F401  (checks register themselves)
 
         # Import every app's resources.py so each process knows its tables, also one
         # that never loads the ASGI routing (a management command, a script).
         autodiscover_modules("resources")
-        post_save.connect(broadcast.on_post_save, dispatch_uid="harper_resources.post_save")
-        post_delete.connect(broadcast.on_post_delete, dispatch_uid="harper_resources.post_delete")
+        tables.watch(connect_receivers)
+
+
+def connect_receivers(table: type[models.Model]) -> None:
+    """Broadcast the saves and deletes of ``table`` and of the models inheriting from it.
+
+    Only theirs: Django deletes a queryset in one query only when no ``post_delete``
+    receiver listens to its model, so a receiver for every sender would make each
+    ``delete()`` of the project load its rows first.
+    """
+    from . import broadcast, tables
+
+    for model in tables.inheritors(table):
+        post_save.connect(broadcast.on_post_save, sender=model, dispatch_uid="harper_resources.post_save")
+        post_delete.connect(broadcast.on_post_delete, sender=model, dispatch_uid="harper_resources.post_delete")

@@ -22,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
+import concurrent.futures
 import logging
 import threading
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, ParamSpec, TypeVar
 
 from django.db import models, transaction
 
@@ -163,6 +164,31 @@ def submit(groups: Iterable[str], frame: Frame) -> None:
 #: Seconds one group_send may take before the sender gives up on it.
 SEND_TIMEOUT = 5.0
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class _ExitSafeExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The sender loop's default executor, where asyncio resolves host names.
+
+    A thread pool, except when it refuses work: at interpreter exit ``concurrent.futures``
+    stops taking any before ``atexit`` runs the exit flush, and the call then runs inline
+    in the sender thread. That blocks only the sender's own loop, for a DNS lookup, where
+    failing it would lose every change not yet sent. While the pool takes work, a lookup
+    that hangs still cannot hold the sender past ``SEND_TIMEOUT``.
+    """
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> concurrent.futures.Future[_T]:
+        try:
+            return super().submit(fn, *args, **kwargs)
+        except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
+            future: concurrent.futures.Future[_T] = concurrent.futures.Future()
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except Exception as exc:
+                future.set_exception(exc)
+            return future
+
 
 class LayerSender:
     """One background thread with its own event loop that sends events to the channel
@@ -177,6 +203,7 @@ class LayerSender:
         self._pending = 0
         self._idle = threading.Condition()
         self._loop = asyncio.new_event_loop()
+        self._loop.set_default_executor(_ExitSafeExecutor(thread_name_prefix="harper-broadcast-executor"))
         self._wakeup = asyncio.Event()
         self._thread = threading.Thread(target=self._run, name="harper-broadcast", daemon=True)
         self._thread.start()

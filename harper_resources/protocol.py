@@ -32,6 +32,9 @@ _MAX_GROUP_LENGTH = 99
 # Ids made only of these characters go into group names as they are. Underscore is left
 # out on purpose: hashed ids start with "_", so the two forms can never collide.
 _PLAIN_ID = re.compile(r"[A-Za-z0-9.\-]+\Z")
+# Tables made only of the characters every layer accepts go in as they are, unless they
+# start with "_": a hashed table starts with "_", so the two forms never collide either.
+_PLAIN_TABLE = re.compile(r"[A-Za-z0-9.\-][A-Za-z0-9._\-]*\Z")
 
 
 class FrameEncoder(DjangoJSONEncoder):
@@ -97,23 +100,37 @@ def _fit(name: str) -> str:
     return f"{_GROUP_PREFIX}._{hashlib.sha256(name.encode()).hexdigest()}"
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def _table_part(table: str) -> str:
+    return table if _PLAIN_TABLE.match(table) else f"_{_digest(table)}"
+
+
 def table_group(table: str) -> str:
-    """Group of every change in ``table`` (a model's ``app_label.model_name``)."""
-    return _fit(f"{_GROUP_PREFIX}.{table}")
+    """Group of every change in ``table`` (a model's ``app_label.model_name``, or a plain
+    resource's import path).
+
+    A table with characters some layer refuses (non-ASCII, ``<locals>``) or that would
+    make the name too long is replaced by a hash, so every layer accepts the name.
+    """
+    return _fit(f"{_GROUP_PREFIX}.{_table_part(table)}")
 
 
 def record_group(table: str, key: str) -> str:
     """Group of one record, ``key`` being the canonical text of its primary key.
 
-    Keys that are not plain ASCII (spaces, unicode, slashes, underscores) or that would
-    make the name too long are replaced by a hash, so every layer accepts the name.
+    Tables as in ``table_group``; keys that are not plain ASCII (spaces, unicode,
+    slashes, underscores) or that would make the name too long are replaced by a hash,
+    so every layer accepts the name.
     """
+    table = _table_part(table)
     if _PLAIN_ID.match(key):
         name = f"{_GROUP_PREFIX}.{table}.{key}"
         if len(name) <= _MAX_GROUP_LENGTH:
             return name
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:40]
-    return _fit(f"{_GROUP_PREFIX}.{table}._{digest}")
+    return _fit(f"{_GROUP_PREFIX}.{table}._{_digest(key)}")
 
 
 def event(group: str, frame: str, record: str | None = None, version: float = 0.0) -> dict[str, Any]:

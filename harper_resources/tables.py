@@ -7,6 +7,7 @@ a process that only saves records (a management command, a script) broadcasts to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -15,11 +16,35 @@ from django.db import models
 from . import protocol
 
 _tables: set[type[models.Model]] = set()
+_watchers: list[Callable[[type[models.Model]], None]] = []
 
 
 def register(model: type[models.Model]) -> None:
     """Make ``model`` (and so its concrete model) a table whose changes are broadcast."""
-    _tables.add(model._meta.concrete_model or model)
+    table = model._meta.concrete_model or model
+    _tables.add(table)
+    for watcher in _watchers:
+        watcher(table)
+
+
+def watch(watcher: Callable[[type[models.Model]], None]) -> None:
+    """Call ``watcher(table)`` for every table: those registered so far at once, later
+    ones when they are registered. Needs the app registry's models to be loaded."""
+    _watchers.append(watcher)
+    for table in list(_tables):
+        watcher(table)
+
+
+def inheritors(table: type[models.Model]) -> set[type[models.Model]]:
+    """``table`` and every installed model that inherits from it (proxies, multi-table
+    children): the senders of the saves and deletes of its records."""
+    from django.apps import apps
+
+    return {table} | {
+        model
+        for model in apps.get_models()
+        if model._meta.concrete_model is table or table in model._meta.get_parent_list()
+    }
 
 
 def is_table(model: type[models.Model]) -> bool:

@@ -65,12 +65,14 @@ class Client:
 @pytest.fixture
 async def ws() -> AsyncIterator[Callable[..., Any]]:
     """``await ws("/dog/1", headers=[...])`` opens a client on the test routes (with the
-    session and Basic auth middleware); all close at the end."""
-    from tests.routing import application
+    session and Basic auth middleware) or on ``application=``; all close at the end."""
+    from tests.routing import application as test_routes
 
     opened: list[WebsocketCommunicator] = []
 
-    async def open_client(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> Client:
+    async def open_client(
+        path: str, headers: list[tuple[bytes, bytes]] | None = None, application: Any = test_routes
+    ) -> Client:
         communicator = WebsocketCommunicator(application, path, headers=headers)
         opened.append(communicator)
         connected, _ = await communicator.connect(timeout=3)
@@ -89,6 +91,32 @@ async def ws() -> AsyncIterator[Callable[..., Any]]:
             break
         await asyncio.sleep(0.01)
     assert hub.running_hubs() == [], "a hub kept listeners after every client left"
+
+
+@pytest.fixture(autouse=True)
+def group_names_checked_on_every_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-memory path never hands a group name to the channel layer: check each one
+    a hub subscribes or delivers to with Channels' own validator, so a name a Redis layer
+    would refuse fails the test on every layer, not only on Redis."""
+    from channels.layers import BaseChannelLayer
+
+    require_valid = BaseChannelLayer().require_valid_group_name
+    subscribe, deliver_locally = hub.Hub.subscribe, hub.deliver_locally
+
+    async def checked_subscribe(self: hub.Hub, group: str, listener: hub.Listener) -> None:
+        await subscribe(self, group, listener)
+        try:
+            require_valid(group)
+        except TypeError:
+            self.unsubscribe(group, listener)  # as when a layer refuses the join
+            raise
+
+    def checked_deliver_locally(group: str, text: str) -> None:
+        require_valid(group)
+        deliver_locally(group, text)
+
+    monkeypatch.setattr(hub.Hub, "subscribe", checked_subscribe)
+    monkeypatch.setattr(hub, "deliver_locally", checked_deliver_locally)
 
 
 def db(fn: Callable[..., Any]) -> Callable[..., Any]:

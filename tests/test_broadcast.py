@@ -51,6 +51,15 @@ def test_models_no_resource_names_are_not_broadcast(django_capture_on_commit_cal
 
 
 @pytest.mark.django_db
+def test_deleting_a_queryset_of_a_model_no_resource_names_takes_one_delete_query(django_assert_num_queries):
+    Unwatched.objects.bulk_create([Unwatched(title=str(n)) for n in range(3)])
+    with django_assert_num_queries(1) as queries:
+        Unwatched.objects.all().delete()
+    assert queries.captured_queries[0]["sql"].startswith("DELETE")
+    assert not Unwatched.objects.exists()
+
+
+@pytest.mark.django_db
 def test_raw_saves_from_fixtures_are_not_broadcast(django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         broadcast.on_post_save(Dog, Dog(id=1, name="loaded"), raw=True)

@@ -69,11 +69,32 @@ async def test_a_records_version_is_its_auto_now_time_when_it_has_one(ws):
 GROUP_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
-@given(table=st.from_regex(r"[a-z_]{1,60}\.[a-z_]{1,60}", fullmatch=True), key=st.text(max_size=400))
-def test_group_names_are_valid_for_every_layer_whatever_the_key(table, key):
+@given(
+    table=st.from_regex(r"[a-z_]{1,60}\.[a-z_]{1,60}", fullmatch=True) | st.text(max_size=200),
+    key=st.text(max_size=400),
+)
+def test_group_names_are_valid_for_every_layer_whatever_the_table_and_key(table, key):
     for name in (protocol.table_group(table), protocol.record_group(table, key)):
         assert 0 < len(name) < 100
         assert set(name) <= GROUP_CHARS
+
+
+@pytest.mark.parametrize(
+    "table", ["testapp.hündin", "тесты.собака", "resource.tests.test_x.test_fn.<locals>.room", "dogs.dog:1"]
+)
+def test_a_table_name_some_layer_refuses_gets_a_valid_group_of_its_own(table):
+    names = {protocol.table_group(table), protocol.record_group(table, "1"), protocol.record_group(table, "ü")}
+    for name in names:
+        assert 0 < len(name) < 100
+        assert set(name) <= GROUP_CHARS
+    assert len(names) == 3
+
+
+@pytest.mark.parametrize("hashed_table", ["testapp.hündin", "dogs." + "x" * 200])
+def test_a_plain_table_named_like_a_hash_never_takes_the_group_of_a_hashed_one(hashed_table):
+    hashed = protocol.table_group(hashed_table)
+    assert hashed.startswith("harper._")
+    assert protocol.table_group(hashed.removeprefix("harper.")) != hashed
 
 
 @given(a=st.text(max_size=200), b=st.text(max_size=200))

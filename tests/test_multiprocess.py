@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
 
@@ -95,6 +96,52 @@ def test_a_script_on_another_process_reaches_clients_of_both_servers_in_commit_o
         frames = record_frames(collection, lambda frames: all(done(pk)(frames) for pk in (341, 342, 343)))
         for pk in (341, 342, 343):
             assert [f["value"]["age"] for f in frames if f["id"] == pk] == list(range(1, n + 1))
+
+
+SAVE_AND_EXIT = """
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from project.dogs.models import Dog
+for n in range(4):
+    Dog.objects.create(name=f"dog {n}")
+"""
+
+
+@pytest.mark.parametrize(
+    ("kind", "backend"),
+    [("core", "channels_redis.core.RedisChannelLayer"), ("pubsub", "channels_redis.pubsub.RedisPubSubChannelLayer")],
+)
+async def test_a_script_that_exits_right_after_saving_delivers_every_change_to_a_redis_named_by_host(
+    redis_service, kind, backend
+):
+    from django.utils.module_loading import import_string
+
+    # A host name (not an IP address) must be resolved, and at exit, when the flush
+    # runs, concurrent.futures no longer takes work: the lookup must not depend on it.
+    by_name = redis_service.replace("//127.0.0.1:", "//localhost:")
+    prefix = own_prefix()
+    layer = import_string(backend)(hosts=[redis_service], prefix=prefix)
+    channel = await layer.new_channel()
+    await layer.group_add("harper.dogs.dog", channel)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DATABASE_URL": "sqlite://:memory:",
+        "REDIS_URL": by_name,
+        "REDIS_LAYER": kind,
+        "REDIS_PREFIX": prefix,
+    }
+    try:
+        await asyncio.to_thread(run_script, SAVE_AND_EXIT, env)  # no flush(): the exit flush sends
+        names = []
+        for _ in range(4):
+            message = await asyncio.wait_for(layer.receive(channel), 5)
+            names.append(json.loads(message["frame"])["value"]["name"])
+        assert names == ["dog 0", "dog 1", "dog 2", "dog 3"]
+    finally:
+        await layer.group_discard("harper.dogs.dog", channel)
+        await layer.flush()
+        forget_prefix(redis_service, prefix)
 
 
 def redis_keys(url, pattern):

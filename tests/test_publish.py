@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from channels.routing import URLRouter
+from django.urls import path
 
 import harper_resources
+from harper_resources import Resource
 from project.dogs.models import Dog
 from tests.conftest import db
 from tests.resources import PlainPublisher
@@ -60,3 +63,41 @@ async def test_a_plain_resource_carries_what_is_published_to_it(ws):
     assert await elsewhere.nothing()
     await db(harper_resources.publish)(PlainPublisher, "room-2", "from a view")
     assert (await elsewhere.receive())["value"] == "from a view"
+
+
+class Hündin(Resource):
+    """A plain resource whose name is not ASCII."""
+
+    def allow_read(self, user):
+        return True
+
+
+async def assert_carries_publishes(ws, resource):
+    """Clients of a record and of the collection of ``resource`` receive a publish."""
+    routes = URLRouter([path("r/<str:id>", resource.as_asgi()), path("r/", resource.as_asgi())])
+    record, collection = await ws("/r/1", application=routes), await ws("/r/", application=routes)
+    await db(harper_resources.publish)(resource, "1", "hello")
+    for client in (record, collection):
+        frame = await client.receive()
+        assert (frame["type"], frame["id"], frame["value"]) == ("message", "1", "hello")
+
+
+def room():
+    """A plain resource defined inside a function (with a name short enough not to be
+    hashed for its length alone)."""
+
+    class Room(Resource):
+        def allow_read(self, user):
+            return True
+
+    return Room
+
+
+async def test_a_plain_resource_defined_inside_a_function_carries_what_is_published_to_it(ws):
+    resource = room()
+    assert "<locals>" in resource.table_name()
+    await assert_carries_publishes(ws, resource)
+
+
+async def test_a_plain_resource_with_a_non_ascii_name_carries_what_is_published_to_it(ws):
+    await assert_carries_publishes(ws, Hündin)
