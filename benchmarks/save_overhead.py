@@ -1,7 +1,13 @@
 """save() cost with and without harper_resources broadcasting, in one process.
 
 Prints one JSON line: median and p90 microseconds per save, with and without. Run by
-benchmarks/run.py with the layer's environment (REDIS_URL or not).
+benchmarks/run.py with the layer's environment (REDIS_URL or not); on its own:
+
+    .venv/bin/python -m benchmarks.save_overhead                     # SQLite in /tmp
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/test .venv/bin/python -m benchmarks.save_overhead
+
+"With" includes everything broadcasting adds to a save: the version (an upsert in the
+same transaction), reading the row back, encoding the frame and handing it over.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import django
 
 django.setup()
 
+from django.core.management import call_command  # noqa: E402
 from django.db.models.signals import post_delete, post_save  # noqa: E402
 
 from harper_resources import broadcast  # noqa: E402
@@ -24,7 +31,7 @@ from project.dogs.models import Dog  # noqa: E402
 
 
 def measure(n: int) -> list[float]:
-    dog = Dog.objects.get(pk=1)
+    dog, _ = Dog.objects.get_or_create(pk=1, defaults={"name": "Dog 1", "breed": "Beagle"})
     samples = []
     for age in range(n):
         dog.age = age
@@ -41,15 +48,16 @@ def summary(samples: list[float]) -> dict[str, float]:
 
 
 def main() -> None:
+    call_command("migrate", verbosity=0)
     measure(200)  # warm up: connections, the sender thread, caches
     rounds = {"with": [], "without": []}
     for _ in range(3):  # interleaved, so drift hits both alike
         rounds["with"] += measure(500)
-        post_save.disconnect(dispatch_uid="harper_resources.post_save")
-        post_delete.disconnect(dispatch_uid="harper_resources.post_delete")
+        post_save.disconnect(sender=Dog, dispatch_uid="harper_resources.post_save")
+        post_delete.disconnect(sender=Dog, dispatch_uid="harper_resources.post_delete")
         rounds["without"] += measure(500)
-        post_save.connect(broadcast.on_post_save, dispatch_uid="harper_resources.post_save")
-        post_delete.connect(broadcast.on_post_delete, dispatch_uid="harper_resources.post_delete")
+        post_save.connect(broadcast.on_post_save, sender=Dog, dispatch_uid="harper_resources.post_save")
+        post_delete.connect(broadcast.on_post_delete, sender=Dog, dispatch_uid="harper_resources.post_delete")
     print(json.dumps({name: summary(samples) for name, samples in rounds.items()}))
 
 

@@ -2,12 +2,17 @@
 
 import os
 
+import dj_database_url
+
 BASE = os.environ.get("BENCH_DIR", "/tmp")
 SECRET_KEY = "benchmark-only"
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
 INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "channels", "harper_resources", "project.dogs"]
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.path.join(BASE, "bench.sqlite3")}}
+# SQLite in BENCH_DIR unless DATABASE_URL names another database (PostgreSQL, say).
+DATABASES = {
+    "default": dj_database_url.config(default="sqlite:///" + os.path.join(BASE, "bench.sqlite3"), conn_max_age=600)
+}
 ROOT_URLCONF = "benchmarks.channels_app"
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -67,12 +67,19 @@ def _record_change(model: type[models.Model], pk: Any, using: str, *, deleted: b
     """Version the change, encode its frame from the stored row, and broadcast it after
     commit. Never raises: a failure here is logged and counted, and the save stands."""
     connection = transaction.get_connection(using)
-    # Inside the caller's transaction, a savepoint until this connection has versioned
-    # a change once, so a failure here (a missing migration, say) cannot break the
-    # caller's transaction. Not after: PostgreSQL slows down past 64 savepoints in one
-    # transaction, and a transaction of thousands of saves is ordinary.
-    savepoint = connection.in_atomic_block and not getattr(connection, _VERSIONS_OK, False)
     try:
+        if not connection.in_atomic_block:
+            # Autocommit: the save has committed, and the version's upsert commits by
+            # itself; reading the row after it is enough (a newer write committed before
+            # the read is shown, and its own upsert gives it a greater version).
+            submit(*_versioned_frame(model, pk, using, deleted))
+            return
+        # Inside the caller's transaction, a savepoint until this connection has
+        # versioned a change once, so a failure here (a missing migration, say) cannot
+        # break the caller's transaction. Not after: PostgreSQL slows down past 64
+        # savepoints in one transaction, and a transaction of thousands of saves is
+        # ordinary.
+        savepoint = not getattr(connection, _VERSIONS_OK, False)
         with transaction.atomic(using=using, savepoint=savepoint):
             change = _versioned_frame(model, pk, using, deleted)
             transaction.on_commit(lambda: submit(*change), using=using, robust=True)
@@ -97,7 +104,7 @@ def _versioned_frame(model: type[models.Model], pk: Any, using: str, deleted: bo
     if deleted:
         text = protocol.delete_frame(pk, version)
     else:
-        row = model._base_manager.using(using).filter(pk=pk).first()
+        row = tables.read_row(model, pk, using)
         if row is None:  # deleted by another transaction since this save
             versions.mark_deleted(using, table, key)
             text = protocol.delete_frame(pk, version)

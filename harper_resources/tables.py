@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import connections, models
 
 from . import protocol
 
@@ -95,6 +95,55 @@ def record_value(instance: models.Model) -> dict[str, Any]:
     """The record as the ``value`` of a ``put`` frame: every concrete field by name
     (a foreign key as the related primary key), the primary key included."""
     return {field.name: field.value_from_object(instance) for field in instance._meta.concrete_fields}
+
+
+class _RowReader:
+    """One model's read-by-key: its SQL and the converters the ORM would apply to each
+    column (JSON, decimals and datetimes on SQLite, ...), worked out once per vendor."""
+
+    def __init__(self, model: type[models.Model], connection: Any) -> None:
+        from django.db.models.sql import Query
+
+        qn, opts = connection.ops.quote_name, model._meta
+        fields = opts.concrete_fields
+        self.model = model
+        self.attnames = [field.attname for field in fields]
+        columns = ", ".join(qn(field.column) for field in fields)
+        self.sql = f"SELECT {columns} FROM {qn(opts.db_table)} WHERE {qn(opts.pk.column)} = %s"
+        compiler = connection.ops.compiler("SQLCompiler")(Query(model), connection, None)
+        self.converters = list(compiler.get_converters([field.get_col(opts.db_table) for field in fields]).items())
+
+    def read(self, pk: Any, using: str, connection: Any) -> models.Model | None:
+        with connection.cursor() as cursor:
+            cursor.execute(self.sql, [self.model._meta.pk.get_db_prep_value(pk, connection)])
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        if self.converters:
+            values = list(row)
+            for position, (converters, expression) in self.converters:
+                value = values[position]
+                for converter in converters:
+                    value = converter(value, expression, connection)
+                values[position] = value
+            row = values
+        return self.model.from_db(using, self.attnames, row)
+
+
+_row_readers: dict[tuple[type[models.Model], str], _RowReader] = {}
+
+
+def read_row(model: type[models.Model], pk: Any, using: str) -> models.Model | None:
+    """The stored row of record ``pk`` as a ``model`` instance (None if there is none),
+    read with one plain SELECT: this runs on every save, and building the query through
+    the ORM would cost more than running it."""
+    if model._meta.parents:  # a multi-table child's fields live in several tables
+        return model._base_manager.using(using).filter(pk=pk).first()
+    connection = connections[using]
+    reader = _row_readers.get((model, connection.vendor))
+    if reader is None:
+        reader = _row_readers[(model, connection.vendor)] = _RowReader(model, connection)
+    return reader.read(pk, using, connection)
 
 
 def put_frame(instance: models.Model, version: float) -> str:

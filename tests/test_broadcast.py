@@ -128,10 +128,13 @@ def test_a_record_that_cannot_be_encoded_is_saved_and_not_broadcast(recorded, mo
         raise TypeError("not encodable")
 
     monkeypatch.setattr(tables, "put_frame", refuse)
+    monkeypatch.setattr(metrics, "_last_logged", {})  # an earlier test's line must not throttle this one
+    before = metrics.snapshot().get("encode_failed", 0)
     with caplog.at_level(logging.WARNING, logger="harper_resources"):
         Dog.objects.create(name="Odd")
     assert Dog.objects.filter(name="Odd").exists()
     assert recorded() == []
+    assert metrics.snapshot()["encode_failed"] == before + 1
     assert "could not record the change of dogs.Dog" in caplog.text
 
 
