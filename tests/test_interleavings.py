@@ -31,15 +31,19 @@ opens = st.tuples(st.just("open"), st.sampled_from([0, 1, 2, COLLECTION]))
 closes = st.tuples(st.just("close"), st.integers(0, 20))
 #: A save of ``record`` to ``age``; its broadcast is held back ``delay`` seconds after
 #: the commit (a busy sender, an earlier on_commit hook), so later commits overtake it.
-writes = st.tuples(st.just("write"), st.integers(0, RECORDS - 1), st.integers(0, 99), st.sampled_from([0, 0, 0.05, 0.2]))
-#: Writes are the common step: most examples then change one record several times.
+writes = st.tuples(
+    st.just("write"), st.integers(0, RECORDS - 1), st.integers(0, 99), st.sampled_from([0, 0, 0.05, 0.2])
+)
 #: Several saves in one transaction.
 transactions = st.tuples(
     st.just("transaction"), st.lists(st.tuples(st.integers(0, RECORDS - 1), st.integers(0, 99)), min_size=2, max_size=4)
 )
 deletes = st.tuples(st.just("delete"), st.integers(0, RECORDS - 1), st.sampled_from([0, 0.1]))
 pauses = st.tuples(st.just("pause"), st.sampled_from([0, 0.01, 0.05]))
-steps = st.lists(st.one_of(opens, writes, writes, writes, closes, transactions, deletes, pauses), min_size=4, max_size=14)
+#: Writes are the common step: most examples then change one record several times.
+steps = st.lists(
+    st.one_of(opens, writes, writes, writes, closes, transactions, deletes, pauses), min_size=4, max_size=14
+)
 
 _delay = threading.local()
 _db_lock = threading.Lock()  # SQLite's shared in-memory test database takes one writer at a time
@@ -121,9 +125,7 @@ async def scenario(pks: list[int], plan: list[tuple], latency: float) -> tuple[l
         elif kind == "pause":
             await asyncio.sleep(step[1])
         else:
-            writers.append(
-                asyncio.ensure_future(sync_to_async(run_write, thread_sensitive=False)(pks, kind, step[1:]))
-            )
+            writers.append(asyncio.ensure_future(sync_to_async(run_write, thread_sensitive=False)(pks, kind, step[1:])))
     await asyncio.gather(*writers)
     await asyncio.sleep(0.35)  # the longest held-back broadcast
     assert await sync_to_async(broadcast.flush)(5)
@@ -185,7 +187,9 @@ def check(subscribers: list[dict], stored: dict[int, dict | None], pks: list[int
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(plan=steps, latency=st.sampled_from([0.0, 0.02, 0.2]))
 # The reported case: a broadcast held back after its commit is overtaken by a later one.
-@example(plan=[("open", 0), ("open", COLLECTION), ("write", 0, 1, 0.2), ("pause", 0.05), ("write", 0, 2, 0)], latency=0.0)
+@example(
+    plan=[("open", 0), ("open", COLLECTION), ("write", 0, 1, 0.2), ("pause", 0.05), ("write", 0, 2, 0)], latency=0.0
+)
 # A page reload while a change commits: leave and join the same record at once.
 @example(plan=[("open", 1), ("close", 0), ("open", 1), ("write", 1, 7, 0)], latency=0.2)
 def test_every_subscriber_ends_on_the_stored_row_with_versions_that_never_go_back(layer, monkeypatch, plan, latency):
