@@ -26,7 +26,7 @@ class Tag(models.Model):
 
 
 class Stamped(models.Model):
-    """A record with an auto_now field: its version is the time of its last write."""
+    """A record with an auto_now field (its version is still the database's, not this field)."""
 
     title = models.CharField(max_length=50)
     updated = models.DateTimeField(auto_now=True)
