@@ -30,7 +30,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from django.db import models, transaction
 
-from . import hub, metrics, protocol, tables, versions
+from . import changelog, hub, metrics, protocol, tables, versions
 from .conf import settings
 from .streams import Frame
 
@@ -68,18 +68,16 @@ def _record_change(model: type[models.Model], pk: Any, using: str, *, deleted: b
     commit. Never raises: a failure here is logged and counted, and the save stands."""
     connection = transaction.get_connection(using)
     try:
-        if not connection.in_atomic_block:
-            # Autocommit: the save has committed, and the version's upsert commits by
-            # itself; reading the row after it is enough (a newer write committed before
-            # the read is shown, and its own upsert gives it a greater version).
-            submit(*_versioned_frame(model, pk, using, deleted))
-            return
-        # Inside the caller's transaction, a savepoint until this connection has
+        # Autocommit (a save outside ``atomic``): the save has committed; the version,
+        # the read-back and the log entry share one transaction of their own (one
+        # commit, not three). Reading after the version is enough: a newer write
+        # committed before the read is shown, and its own version is greater.
+        # Inside the caller's transaction: a savepoint until this connection has
         # versioned a change once, so a failure here (a missing migration, say) cannot
         # break the caller's transaction. Not after: PostgreSQL slows down past 64
         # savepoints in one transaction, and a transaction of thousands of saves is
         # ordinary.
-        savepoint = not getattr(connection, _VERSIONS_OK, False)
+        savepoint = connection.in_atomic_block and not getattr(connection, _VERSIONS_OK, False)
         with transaction.atomic(using=using, savepoint=savepoint):
             change = _versioned_frame(model, pk, using, deleted)
             transaction.on_commit(lambda: submit(*change), using=using, robust=True)
@@ -101,6 +99,7 @@ def _versioned_frame(model: type[models.Model], pk: Any, using: str, deleted: bo
     # the row read next is the state this version stands for (or a newer one whose own
     # frame comes later with a greater version).
     version = versions.assign(using, table, key, deleted=deleted)
+    kind = protocol.DELETE
     if deleted:
         text = protocol.delete_frame(pk, version)
     else:
@@ -109,7 +108,8 @@ def _versioned_frame(model: type[models.Model], pk: Any, using: str, deleted: bo
             versions.mark_deleted(using, table, key)
             text = protocol.delete_frame(pk, version)
         else:
-            text = tables.put_frame(row, version)
+            kind, text = protocol.PUT, tables.put_frame(row, version)
+    changelog.write(using, table, groups[1], kind, version, text)
     return groups, Frame(text, groups[1], version)
 
 

@@ -79,6 +79,7 @@ _POSITIVE_INTS = (
     "SEND_QUEUE_SIZE",
     "RECEIVE_QUEUE_SIZE",
     "BROADCAST_QUEUE_SIZE",
+    "LOG_MAX_CHANGES",
 )
 
 
@@ -89,9 +90,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         value = getattr(settings, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             errors.append(_bad_setting(name, value, "a whole number of at least 1"))
-    timeout = settings.EXIT_FLUSH_TIMEOUT
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
-        errors.append(_bad_setting("EXIT_FLUSH_TIMEOUT", timeout, "a number of seconds, 0 or more"))
+    for name in ("EXIT_FLUSH_TIMEOUT", "LOG_RETENTION", "REPLAY_INTERVAL"):
+        seconds = getattr(settings, name)
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+            errors.append(_bad_setting(name, seconds, "a number of seconds, 0 or more"))
     if not isinstance(settings.CHANNEL_LAYER, str):
         errors.append(_bad_setting("CHANNEL_LAYER", settings.CHANNEL_LAYER, "an alias of CHANNEL_LAYERS (text)"))
     return errors

@@ -26,6 +26,15 @@ DEFAULTS: dict[str, Any] = {
     "BROADCAST_QUEUE_SIZE": 10000,
     # How long (seconds) a process that exits waits for its queued broadcasts to be sent.
     "EXIT_FLUSH_TIMEOUT": 5.0,
+    # The change log keeps changes this many seconds (resumes with ?since= older than
+    # that get a reset and the full dump) ...
+    "LOG_RETENTION": 24 * 3600,
+    # ... and at most this many changes.
+    "LOG_MAX_CHANGES": 100_000,
+    # Every this many seconds a server process reads the change log for changes whose
+    # broadcast it missed (a channel layer that was down, a writer killed after its
+    # commit). 0 turns catch-up off.
+    "REPLAY_INTERVAL": 1.0,
 }
 
 PREFIX = "HARPER_RESOURCES_"

@@ -18,10 +18,10 @@ from django.contrib.auth import get_permission_codename
 from django.contrib.auth.models import AnonymousUser
 from django.db import models
 
-from . import broadcast, protocol, tables, versions
+from . import broadcast, changelog, protocol, tables, versions
 from .auth import AUTH_FAILED
 from .conf import settings
-from .exceptions import CloseConnection, Forbidden, InvalidStream, NotLoggedIn, ResourceNotFound
+from .exceptions import BadRequest, CloseConnection, Forbidden, InvalidStream, NotLoggedIn, ResourceNotFound
 from .hub import get_hub
 from .streams import Frame, IncomingMessages, Send, Stream, asgi_message
 
@@ -61,6 +61,7 @@ class Resource:
         self.user: Any = AnonymousUser()
         self.id: str | None = None
         self.pk: Any = None
+        self.options = protocol.SubscriptionOptions()
         self._streams: list[Stream] = []
 
     @classmethod
@@ -118,7 +119,15 @@ class Resource:
         Returns a ``Stream`` at once (no await needed): ``send()`` on it, ``on("close")``,
         and iterate it. Override to take control: an async generator, or a def/async def
         returning any async iterable (usually ``super().connect(incoming_messages)``).
+
+        The URL's query string may ask for less or more than the current state:
+        ``?since=<version>`` (a resume), ``?previousCount=N`` and ``?omitCurrent=true``;
+        a bad value raises ``BadRequest`` (close 4400).
         """
+        try:
+            self.options = protocol.subscription_options(self.scope.get("query_string", b""))
+        except ValueError as exc:
+            raise BadRequest(str(exc)[:120]) from None
         stream = Stream(maxsize=settings.SEND_QUEUE_SIZE)
         self._streams.append(stream)
         stream._hold()
@@ -165,6 +174,37 @@ class Resource:
         stream._release(first)
 
     def _first_frames(self) -> list[Frame]:
+        """What the stream sends before live changes, as the subscription options ask:
+
+        - by default the ``put`` of the record (or of the collection's first records);
+        - ``since``: per record changed after it, its newest change from the log (none if
+          nothing changed); if the log no longer reaches back that far, a ``reset``
+          frame and then the default;
+        - ``previousCount``: the record's (or table's) last changes from the log, the
+          newest being the current state (the default if the log has none);
+        - ``omitCurrent``: nothing.
+        """
+        options = self.options
+        table = self.table_name()
+        record = None if self.id is None else protocol.record_group(table, tables.key(self.pk))
+        using = self.get_queryset().db
+        if options.since is not None:
+            with versions.snapshot(using):
+                if options.since >= changelog.horizon(using):
+                    return self._logged(changelog.latest_since(using, table, record, options.since))
+            return [Frame(protocol.reset_frame()), *self._current_frames()]
+        if options.previous_count is not None:
+            logged = self._logged(changelog.previous(using, table, record, options.previous_count))
+            return logged or self._current_frames()
+        if options.omit_current:
+            return []
+        return self._current_frames()
+
+    @staticmethod
+    def _logged(entries: list[changelog.Entry]) -> list[Frame]:
+        return [Frame(entry.frame, entry.record, entry.version) for entry in entries]
+
+    def _current_frames(self) -> list[Frame]:
         """The ``put`` of the record (or of the collection's first records), each with
         the stored version of the state it shows, read in one consistent view."""
         queryset = self.get_queryset()

@@ -40,5 +40,12 @@ class ResourceNotFound(CloseConnection):
         super().__init__(4404, reason)
 
 
+class BadRequest(CloseConnection):
+    """A subscription option in the URL is not valid, e.g. ``?since=abc`` (close 4400)."""
+
+    def __init__(self, reason: str = "Bad subscription option") -> None:
+        super().__init__(4400, reason)
+
+
 class InvalidStream(HarperResourcesError):
     """``connect()`` returned something that is not an async iterable (closes 1011)."""

@@ -89,9 +89,16 @@ class Hub:
         self.local_only = is_process_local(layer)
         self.channel_name: str | None = None
         self._listeners: dict[str, set[Listener]] = {}
-        # Per group, the newest version delivered (or shown in a first frame) of each
-        # record: an older state arriving later is dropped, for every listener at once.
+        # Per group, the newest version delivered of each record: an older state, or the
+        # same one again (a replay from the change log), is dropped for every listener.
         self._versions: dict[str, dict[str, float]] = {}
+        # Per group, versions shown in first frames: an older state arriving later is
+        # dropped (the same one is not: other listeners may not have it yet).
+        self._noted: dict[str, dict[str, float]] = {}
+        self._replay: asyncio.Task[None] | None = None
+        # Per group, when (ms) its first listener came: changes older than that were
+        # made before anyone here listened, and are not replayed to it.
+        self._replay_from: dict[str, float] = {}
         self._membership: dict[str, Membership] = {}
         self._dirty: dict[str, None] = {}  # an ordered set of groups to reconcile
         self._renew: set[str] = set()  # joined groups to join again (expiry, layer restart)
@@ -109,7 +116,14 @@ class Hub:
         Returns once the layer membership is in place, so a change committed after
         this returns is delivered. Raises if the channel layer fails.
         """
+        if group not in self._listeners:
+            self._replay_from[group] = protocol.now_ms()
         self._listeners.setdefault(group, set()).add(listener)
+        if self._replay is None and settings.REPLAY_INTERVAL:
+            from . import replay
+
+            self._replay = self.loop.create_task(replay.run(self))
+            self._tasks.append(self._replay)
         if self.local_only or self._membership.get(group) is Membership.JOINED:
             return
         waiter = self.loop.create_future()
@@ -132,6 +146,8 @@ class Hub:
             return
         del self._listeners[group]
         self._versions.pop(group, None)
+        self._noted.pop(group, None)
+        self._replay_from.pop(group, None)
         for waiter in self._join_waiters.pop(group, ()):
             if not waiter.done():
                 waiter.set_exception(RuntimeError(f"unsubscribed from {group} before it was joined"))
@@ -155,7 +171,12 @@ class Hub:
             if known is None:
                 known = self._versions[group] = {}
             newest = known.get(record)
-            if newest is not None and frame.version < newest:
+            if newest is not None and frame.version <= newest:
+                if frame.version < newest:
+                    metrics.count("stale_dropped")
+                return
+            noted = self._noted.get(group)
+            if noted is not None and frame.version < noted.get(record, -1.0):
                 metrics.count("stale_dropped")
                 return
             known[record] = frame.version
@@ -165,14 +186,23 @@ class Hub:
             except Exception:
                 logger.exception("harper_resources: a listener failed")
 
+    def replay(self, group: str, frame: Frame, late: bool) -> None:
+        """Dispatch a change read from the change log, unless it was made before this
+        group had listeners here (``late``: a row passed over while its transaction was
+        still open, which may have committed after that)."""
+        start = self._replay_from.get(group)
+        if start is None or (frame.version < start and not late):
+            return
+        self.dispatch(group, frame)
+
     def note_versions(self, group: str, frames: list[Frame]) -> None:
         """Record the versions of first frames a listener of ``group`` was shown, so
         older states still in flight are dropped for every listener of the group."""
         if group not in self._listeners:
             return
-        known = self._versions.get(group)
+        known = self._noted.get(group)
         if known is None:
-            known = self._versions[group] = {}
+            known = self._noted[group] = {}
         for frame in frames:
             record = frame.record
             if record is not None and frame.version > known.get(record, -1.0):

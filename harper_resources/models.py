@@ -24,3 +24,29 @@ class RecordVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.table} {self.key} @ {self.version}"
+
+
+class Change(models.Model):
+    """One committed change of a record, as its subscribers received it: the change log.
+
+    Written in the changing transaction, beside the version. It answers resumes
+    (``?since=``), ``?previousCount=``, and catch-up after a lost broadcast (a channel
+    layer that was down, a writer killed after its commit). Kept for
+    ``HARPER_RESOURCES_LOG_RETENTION`` seconds and at most ``LOG_MAX_CHANGES`` rows.
+    """
+
+    table = models.CharField(max_length=100)
+    #: The record's group name (``protocol.record_group``): short and unique per record.
+    record = models.CharField(max_length=100)
+    kind = models.CharField(max_length=10)
+    version = models.FloatField()
+    frame = models.TextField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["record", "version"], name="harper_change_record"),
+            models.Index(fields=["table", "version"], name="harper_change_table"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.record} @ {self.version}"

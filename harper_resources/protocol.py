@@ -11,9 +11,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
 import time
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import parse_qs
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models.fields.files import FieldFile
@@ -21,6 +23,7 @@ from django.db.models.fields.files import FieldFile
 PUT = "put"
 DELETE = "delete"
 MESSAGE = "message"
+RESET = "reset"
 
 #: ``type`` of the channel-layer message that carries one encoded frame to the hubs.
 EVENT_TYPE = "harper.event"
@@ -77,6 +80,47 @@ def delete_frame(pk: Any, version: float) -> str:
 def message_frame(pk: Any, payload: Any, version: float) -> str:
     """The encoded ``message`` frame of a publish to a record."""
     return encode({"id": pk, "localTime": now_ms(), "value": payload, "version": version, "type": MESSAGE})
+
+
+def reset_frame() -> str:
+    """The frame that tells a resuming client its ``since`` is older than the change log
+    keeps: what follows is the full current state, as without ``since``."""
+    return encode({"type": RESET, "version": now_ms()})
+
+
+class SubscriptionOptions(NamedTuple):
+    """What a client asked of the default stream in the URL's query string."""
+
+    #: ``?since=<version>``: only what changed after that version (a resume).
+    since: float | None = None
+    #: ``?previousCount=N``: the last N changes from the change log, then live.
+    previous_count: int | None = None
+    #: ``?omitCurrent=true``: no first ``put``/dump, only live changes.
+    omit_current: bool = False
+
+
+def subscription_options(query_string: bytes | str) -> SubscriptionOptions:
+    """The options in ``query_string``; raises ``ValueError`` naming a bad one."""
+    if isinstance(query_string, bytes):
+        query_string = query_string.decode("latin-1")
+    query = parse_qs(query_string)
+    since = previous_count = None
+    if "since" in query:
+        try:
+            since = float(query["since"][-1])
+        except ValueError:
+            raise ValueError("since must be a version (a number)") from None
+        if not math.isfinite(since):
+            raise ValueError("since must be a finite number")
+    if "previousCount" in query:
+        raw = query["previousCount"][-1]
+        if not raw.isdigit() or not 0 < int(raw) <= 10_000:
+            raise ValueError("previousCount must be a whole number from 1 to 10000")
+        previous_count = int(raw)
+    omit = query.get("omitCurrent", ["false"])[-1].lower()
+    if omit not in ("true", "false", "1", "0", ""):
+        raise ValueError("omitCurrent must be true or false")
+    return SubscriptionOptions(since, previous_count, omit in ("true", "1"))
 
 
 def decode_client_frame(text: str | None, data: bytes | None) -> Any:

@@ -1,0 +1,87 @@
+"""Catch-up from the change log: changes whose broadcast never reached this process.
+
+A broadcast can be lost after its change committed: the channel layer was down, or the
+writing process died before its sender handed the change over. Every hub therefore
+reads the change log every ``REPLAY_INTERVAL`` seconds for rows it has not seen and
+dispatches them like frames from the layer; the hub's version check drops the ones
+already delivered, so a replay is never a duplicate or a step back.
+
+Rows are read by id. A transaction that took an id early may commit after later ids
+are visible (PostgreSQL): ids skipped over are asked for again for ``GAP_SECONDS``.
+The hubs also prune the log now and then (``PRUNE_SECONDS``), off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.db import DEFAULT_DB_ALIAS, close_old_connections
+
+from . import changelog, metrics, protocol
+from .conf import settings
+from .streams import Frame
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+T = TypeVar("T")
+
+#: How long an id skipped over is asked for again (a transaction that slow is rare).
+GAP_SECONDS = 60.0
+#: At most this many skipped ids are remembered.
+MAX_GAPS = 10_000
+#: How often a hub prunes the log.
+PRUNE_SECONDS = 60.0
+
+
+async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run a database call in a worker thread of its own, not the thread that
+    ``database_sync_to_async`` shares with every handshake."""
+
+    def call() -> T:
+        close_old_connections()
+        return fn(*args)
+
+    return await sync_to_async(call, thread_sensitive=False)()
+
+
+async def run(hub: Hub, using: str = DEFAULT_DB_ALIAS) -> None:
+    """Dispatch to ``hub`` every logged change it has not seen, until cancelled."""
+    interval = float(settings.REPLAY_INTERVAL)
+    try:
+        last_id = await _in_thread(changelog.newest_id, using)
+    except Exception:
+        metrics.throttled_warning("replay_failed", "harper_resources: cannot read the change log", exc_info=True)
+        return
+    gaps: dict[int, float] = {}
+    next_prune = time.monotonic() + PRUNE_SECONDS
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            entries = await _in_thread(changelog.read_after, using, last_id, list(gaps))
+        except Exception:
+            metrics.throttled_warning("replay_failed", "harper_resources: cannot read the change log", exc_info=True)
+            continue
+        now = time.monotonic()
+        for entry in entries:
+            late = gaps.pop(entry.id, None) is not None
+            if entry.id > last_id:
+                for skipped in range(last_id + 1, min(entry.id, last_id + 1 + MAX_GAPS)):
+                    gaps[skipped] = now + GAP_SECONDS
+                last_id = entry.id
+            frame = Frame(entry.frame, entry.record, entry.version)
+            hub.replay(protocol.table_group(entry.table), frame, late)
+            hub.replay(entry.record, frame, late)
+        for skipped, expires in list(gaps.items()):
+            if expires < now:
+                del gaps[skipped]
+        if now > next_prune:
+            next_prune = now + PRUNE_SECONDS
+            try:
+                await _in_thread(changelog.prune, using)
+            except Exception:
+                metrics.throttled_warning("prune_failed", "harper_resources: pruning the log failed", exc_info=True)
