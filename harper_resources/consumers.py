@@ -18,7 +18,7 @@ from django.contrib.auth import get_permission_codename
 from django.contrib.auth.models import AnonymousUser
 from django.db import models
 
-from . import broadcast, protocol, tables, versions
+from . import broadcast, closing, protocol, tables, versions
 from .auth import AUTH_FAILED
 from .conf import settings
 from .exceptions import CloseConnection, Forbidden, InvalidStream, NotLoggedIn, ResourceNotFound
@@ -404,8 +404,5 @@ class Resource:
         self._streams.clear()
 
     async def _close(self, code: int, reason: str) -> None:
-        try:
-            await self._asgi_send({"type": "websocket.close", "code": code, "reason": reason})
-        except Exception:
-            # The client is gone already; there is nobody to tell.
-            pass
+        # The code, or its 40xx fallback where the server cannot send it (daphne).
+        await closing.close(self._asgi_send, code, reason)

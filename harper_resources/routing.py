@@ -7,6 +7,7 @@ from typing import Any
 from channels.routing import URLRouter
 from django.urls import re_path
 
+from . import closing
 from .exceptions import ResourceNotFound
 
 
@@ -16,7 +17,7 @@ async def not_found(scope: Any, receive: Any, send: Any) -> None:
         return
     error = ResourceNotFound()
     await send({"type": "websocket.accept"})
-    await send({"type": "websocket.close", "code": error.code, "reason": error.reason})
+    await closing.close(send, error.code, error.reason)
 
 
 class ResourceRouter(URLRouter):  # type: ignore[misc]

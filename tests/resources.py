@@ -79,9 +79,13 @@ class ClosesWithCode(Public):
 
 
 class RaisesCloseConnection(Public):
+    """Raises CloseConnection(code) on the first client message (``as_asgi(code=...)``)."""
+
+    code = 4001
+
     async def connect(self, incoming_messages):
         async for message in incoming_messages:
-            raise CloseConnection(4001, "told to go")
+            raise CloseConnection(self.code, "told to go")
             yield message
 
 
