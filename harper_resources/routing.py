@@ -12,11 +12,13 @@ from .exceptions import ResourceNotFound
 
 
 async def not_found(scope: Any, receive: Any, send: Any) -> None:
-    """ASGI app for a WebSocket path no resource answers: accept, then close 4404."""
+    """ASGI app for a WebSocket path no resource answers: accept (with the first
+    subprotocol offered, as a resource does by default), then close 4404."""
     if (await receive())["type"] != "websocket.connect":
         return
     error = ResourceNotFound()
-    await send({"type": "websocket.accept"})
+    offered = scope.get("subprotocols") or ()
+    await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
     await closing.close(send, error.code, error.reason)
 
 

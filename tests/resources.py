@@ -26,6 +26,12 @@ class TwoThenDone(Public):
         yield {"n": 2}
 
 
+class SpeaksHarper(TwoThenDone):
+    """Speaks only the ``harper`` subprotocol."""
+
+    subprotocols = ["harper"]
+
+
 class ReturnsGenerator(Public):
     """A plain method returning an async iterable."""
 
