@@ -1,4 +1,4 @@
-"""How a connection ends: the close frame every server can send.
+"""How a connection ends: the close frame every server can send, and the refusal log line.
 
 The close code rule, in one place. The standard code is sent first. A server that
 cannot send it refuses by raising from ``send`` before anything reaches the socket:
@@ -10,7 +10,13 @@ close code, never a silent socket that stays open.
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+from .auth import AUTH_FAILED
 from .streams import Send
+
+logger = logging.getLogger("harper_resources")
 
 
 def fallback(code: int) -> int | None:
@@ -36,3 +42,16 @@ async def close(send: Send, code: int, reason: str) -> None:
         await send({"type": "websocket.close", "code": alternative, "reason": reason})
     except Exception:
         pass
+
+
+def log_refusal(scope: dict[str, Any], user: Any, code: int) -> None:
+    """Log at INFO that a connection was closed before its first frame: the path (never
+    the query string: it may hold a token), the user id or anonymous, the code. Never
+    credentials: wrong ones are only said to have been refused."""
+    if scope.get(AUTH_FAILED):
+        who = "anonymous (credentials refused)"
+    elif user is not None and getattr(user, "is_authenticated", False):
+        who = f"user {user.pk}"
+    else:
+        who = "anonymous"
+    logger.info("harper_resources: refused %s for %s: close %d", scope.get("path"), who, code)

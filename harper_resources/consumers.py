@@ -263,6 +263,7 @@ class Resource:
         await self._run(receive, incoming, outgoing)
 
     async def _refuse(self, code: int, reason: str) -> None:
+        closing.log_refusal(self.scope, self.user, code)
         # Accept, then close: a browser sees the close code only on an open socket.
         await self._accept()
         await self._close(code, reason)

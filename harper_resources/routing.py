@@ -17,6 +17,7 @@ async def not_found(scope: Any, receive: Any, send: Any) -> None:
     if (await receive())["type"] != "websocket.connect":
         return
     error = ResourceNotFound()
+    closing.log_refusal(scope, scope.get("user"), error.code)
     offered = scope.get("subprotocols") or ()
     await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
     await closing.close(send, error.code, error.reason)
