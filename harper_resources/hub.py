@@ -163,7 +163,7 @@ class Hub:
             try:
                 listener(frame)
             except Exception:
-                logger.exception("harper_resources: a listener failed")
+                metrics.throttled_error("listener_failed", "harper_resources: a listener failed", exc_info=True)
 
     def note_versions(self, group: str, frames: list[Frame]) -> None:
         """Record the versions of first frames a listener of ``group`` was shown, so
