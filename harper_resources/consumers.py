@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 from channels.db import database_sync_to_async
@@ -18,7 +18,7 @@ from django.contrib.auth import get_permission_codename
 from django.contrib.auth.models import AnonymousUser
 from django.db import models
 
-from . import broadcast, changelog, protocol, tables, versions
+from . import broadcast, changelog, closing, protocol, tables, versions
 from .auth import AUTH_FAILED
 from .conf import settings
 from .exceptions import BadRequest, CloseConnection, Forbidden, InvalidStream, NotLoggedIn, ResourceNotFound
@@ -40,13 +40,17 @@ class Resource:
     - ``model``: the Django model whose records this resource streams (None for a plain
       resource that only carries what it sends or publishes).
     - ``id_kwarg``: the URL keyword holding the record id (``"id"``).
+    - ``subprotocols``: the WebSocket subprotocols this resource speaks; None (the
+      default) accepts the first one the client offers (see ``select_subprotocol``).
 
     Per connection: ``self.scope``, ``self.user``, ``self.id`` (the id text from the URL,
-    None on a collection path) and ``self.pk`` (that id as the model's primary key).
+    None on a collection path), ``self.pk`` (that id as the model's primary key) and
+    ``self.subprotocol`` (the subprotocol accepted, or None).
     """
 
     model: ClassVar[type[models.Model] | None] = None
     id_kwarg: ClassVar[str] = "id"
+    subprotocols: ClassVar[Sequence[str] | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -62,6 +66,7 @@ class Resource:
         self.id: str | None = None
         self.pk: Any = None
         self.options = protocol.SubscriptionOptions()
+        self.subprotocol: str | None = None
         self._streams: list[Stream] = []
 
     @classmethod
@@ -96,6 +101,15 @@ class Resource:
             return bool(user.is_authenticated)
         opts = self.model._meta
         return bool(user.has_perm(f"{opts.app_label}.{get_permission_codename('view', opts)}"))
+
+    def select_subprotocol(self, offered: list[str]) -> str | None:
+        """The subprotocol to accept, from those the client offered (in its order of
+        preference), or None for none. Default: the first offered one ``subprotocols``
+        lists, or simply the first offered when ``subprotocols`` is None. A browser that
+        offered subprotocols fails a connection that accepts none."""
+        if self.subprotocols is None:
+            return offered[0] if offered else None
+        return next((name for name in offered if name in self.subprotocols), None)
 
     def get_queryset(self) -> models.QuerySet[Any]:
         """The records the first frames are read from (runs in a thread, may use
@@ -272,6 +286,7 @@ class Resource:
 
     async def _serve(self, receive: Receive, incoming: IncomingMessages) -> None:
         try:
+            self.subprotocol = self.select_subprotocol(list(self.scope.get("subprotocols") or ()))
             await self._authorise()
             outgoing = await self._open(incoming)
             await self._subscriptions_ready()
@@ -284,13 +299,18 @@ class Resource:
             return
         # Accepted only now: once a client sees the socket open, every change committed
         # after that reaches it.
-        await self._asgi_send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+        await self._accept()
         await self._run(receive, incoming, outgoing)
 
     async def _refuse(self, code: int, reason: str) -> None:
+        closing.log_refusal(self.scope, self.user, code)
         # Accept, then close: a browser sees the close code only on an open socket.
-        await self._asgi_send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+        await self._accept()
         await self._close(code, reason)
+
+    async def _accept(self) -> None:
+        # With the subprotocol selected: a browser that offered some fails without one.
+        await self._asgi_send({"type": "websocket.accept", "subprotocol": self.subprotocol, "headers": []})
 
     async def _subscriptions_ready(self) -> None:
         """Wait until the streams ``connect()`` opened are subscribed (raises if one failed)."""
@@ -444,8 +464,5 @@ class Resource:
         self._streams.clear()
 
     async def _close(self, code: int, reason: str) -> None:
-        try:
-            await self._asgi_send({"type": "websocket.close", "code": code, "reason": reason})
-        except Exception:
-            # The client is gone already; there is nobody to tell.
-            pass
+        # The code, or its 40xx fallback where the server cannot send it (daphne).
+        await closing.close(self._asgi_send, code, reason)

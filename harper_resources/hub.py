@@ -184,7 +184,7 @@ class Hub:
             try:
                 listener(frame)
             except Exception:
-                logger.exception("harper_resources: a listener failed")
+                metrics.throttled_error("listener_failed", "harper_resources: a listener failed", exc_info=True)
 
     def replay(self, group: str, frame: Frame, late: bool) -> None:
         """Dispatch a change read from the change log, unless it was made before this

@@ -33,6 +33,20 @@ def count(name: str) -> None:
 
 def throttled_warning(name: str, message: str, *args: object, interval: float = 10.0, exc_info: bool = False) -> None:
     """Count ``name`` and log ``message`` unless the same ``name`` was logged within ``interval``."""
+    _throttled(logging.WARNING, name, message, args, interval, exc_info)
+
+
+def throttled_error(
+    name: str, message: str, *args: object, interval: float = 10.0, exc_info: bool | BaseException = False
+) -> None:
+    """``throttled_warning`` at ERROR, for a resource's own code failing (a callback, a
+    task, a listener), which may fail once per frame: each line has one traceback."""
+    _throttled(logging.ERROR, name, message, args, interval, exc_info)
+
+
+def _throttled(
+    level: int, name: str, message: str, args: tuple[object, ...], interval: float, exc_info: bool | BaseException
+) -> None:
     now = time.monotonic()
     with _lock:
         _counts[name] += 1
@@ -42,4 +56,4 @@ def throttled_warning(name: str, message: str, *args: object, interval: float = 
             return
         since = total - (last[1] if last else 0)
         _last_logged[name] = (now, total)
-    logger.warning(message + " (%d time(s) since last report, %d in all)", *args, since, total, exc_info=exc_info)
+    logger.log(level, message + " (%d time(s) since last report, %d in all)", *args, since, total, exc_info=exc_info)

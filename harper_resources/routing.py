@@ -7,16 +7,20 @@ from typing import Any
 from channels.routing import URLRouter
 from django.urls import re_path
 
+from . import closing
 from .exceptions import ResourceNotFound
 
 
 async def not_found(scope: Any, receive: Any, send: Any) -> None:
-    """ASGI app for a WebSocket path no resource answers: accept, then close 4404."""
+    """ASGI app for a WebSocket path no resource answers: accept (with the first
+    subprotocol offered, as a resource does by default), then close 4404."""
     if (await receive())["type"] != "websocket.connect":
         return
     error = ResourceNotFound()
-    await send({"type": "websocket.accept"})
-    await send({"type": "websocket.close", "code": error.code, "reason": error.reason})
+    closing.log_refusal(scope, scope.get("user"), error.code)
+    offered = scope.get("subprotocols") or ()
+    await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
+    await closing.close(send, error.code, error.reason)
 
 
 class ResourceRouter(URLRouter):  # type: ignore[misc]

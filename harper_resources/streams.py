@@ -140,7 +140,8 @@ class _Emitter:
             try:
                 result = fn(*args)
             except Exception:
-                logger.exception("harper_resources: %r callback failed", event)
+                # A callback may fail on every message: one traceback per interval, counted.
+                metrics.throttled_error("callback_failed", "harper_resources: %r callback failed", event, exc_info=True)
                 continue
             if inspect.isawaitable(result):
                 self.create_task(result)
@@ -157,8 +158,9 @@ class _Emitter:
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         if self._tasks is not None:
             self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("harper_resources: a connection task failed", exc_info=task.exception())
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            metrics.throttled_error("task_failed", "harper_resources: a connection task failed", exc_info=error)
 
     def _cancel_tasks(self) -> None:
         for task in list(self._tasks or ()):

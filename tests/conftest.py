@@ -13,7 +13,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from harper_resources import broadcast, hub
+from harper_resources import broadcast, hub, metrics
 
 #: Set by .ci/run: services and tools the suite needs must be there, not skipped.
 REQUIRE_SERVICES = os.environ.get("HARPER_REQUIRE_SERVICES") == "1"
@@ -117,6 +117,13 @@ def group_names_checked_on_every_layer(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(hub.Hub, "subscribe", checked_subscribe)
     monkeypatch.setattr(hub, "deliver_locally", checked_deliver_locally)
+
+
+@pytest.fixture(autouse=True)
+def log_throttle_reset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no throttled failure reported yet, so the first one it
+    causes is logged whatever other tests logged in the last seconds."""
+    monkeypatch.setattr(metrics, "_last_logged", {})
 
 
 def db(fn: Callable[..., Any]) -> Callable[..., Any]:

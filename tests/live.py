@@ -27,10 +27,18 @@ def free_port() -> int:
 class DemoServer:
     """``manage.py rundemo --no-serve`` on a fresh SQLite file, then daphne on a free port.
 
-    ``env`` extends the server's environment (``REDIS_URL``, say). Stop with ``stop()``.
+    ``env`` extends the server's environment (``REDIS_URL``, say); ``server`` is daphne or
+    uvicorn; ``application`` another ASGI app to serve (tests.live_asgi adds test-only
+    routes to the demo's). Stop with ``stop()``.
     """
 
-    def __init__(self, workdir: Path, env: dict[str, str] | None = None, server: str = "daphne") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        server: str = "daphne",
+        application: str = "project.asgi:application",
+    ) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -46,6 +54,7 @@ class DemoServer:
         }
         self.env.pop("DJANGO_DEBUG", None)
         self.server = server
+        self.application = application
         self.log_path = workdir / f"server-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -71,7 +80,7 @@ class DemoServer:
             self.prepare()
         self.log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [*self.command(), "project.asgi:application"],
+            [*self.command(), self.application],
             cwd=ROOT,
             env=self.env,
             stdout=self.log,

@@ -26,6 +26,12 @@ class TwoThenDone(Public):
         yield {"n": 2}
 
 
+class SpeaksHarper(TwoThenDone):
+    """Speaks only the ``harper`` subprotocol."""
+
+    subprotocols = ["harper"]
+
+
 class ReturnsGenerator(Public):
     """A plain method returning an async iterable."""
 
@@ -79,9 +85,13 @@ class ClosesWithCode(Public):
 
 
 class RaisesCloseConnection(Public):
+    """Raises CloseConnection(code) on the first client message (``as_asgi(code=...)``)."""
+
+    code = 4001
+
     async def connect(self, incoming_messages):
         async for message in incoming_messages:
-            raise CloseConnection(4001, "told to go")
+            raise CloseConnection(self.code, "told to go")
             yield message
 
 

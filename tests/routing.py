@@ -35,6 +35,7 @@ websocket_urlpatterns = [
     path("seed/minimal/<str:id>", DogStatusMinimal.as_asgi()),
     path("seed/status/<str:id>", DogStatusSeed.as_asgi()),
     path("two-then-done/<str:id>", resources.TwoThenDone.as_asgi()),
+    path("speaks-harper/<str:id>", resources.SpeaksHarper.as_asgi()),
     path("returns-generator/<str:id>", resources.ReturnsGenerator.as_asgi()),
     path("async-returns-stream/<str:id>", resources.AsyncReturnsStream.as_asgi()),
     path("returns-number/<str:id>", resources.ReturnsNumber.as_asgi()),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -97,6 +98,27 @@ async def test_a_plain_resource_needs_a_login_by_default(ws):
     await db(make_user)("member")
     client = await ws("/members", headers=basic("member", "pw-123456"))
     assert await client.receive() == {"user": "member"}
+
+
+async def test_every_refusal_is_logged_at_info_with_path_user_and_code_but_no_credentials(ws, caplog):
+    nobody = await db(make_user)("nobody", password="s3cret-password")
+    with caplog.at_level(logging.INFO, logger="harper_resources"):
+        client = await ws("/members?token=s3cret-token", headers=basic("nobody", "wrong-s3cret"))
+        assert await client.closed_with() == 3000
+        client = await ws("/private-dog/1", headers=basic("nobody", "s3cret-password"))
+        assert await client.closed_with() == 3003
+        client = await ws("/members")
+        assert await client.closed_with() == 3000
+        client = await ws("/cat/1?token=s3cret-token")
+        assert await client.closed_with() == 4404
+    refusals = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "refused" in r.getMessage()]
+    assert refusals == [
+        "harper_resources: refused /members for anonymous (credentials refused): close 3000",
+        f"harper_resources: refused /private-dog/1 for user {nobody.pk}: close 3003",
+        "harper_resources: refused /members for anonymous: close 3000",
+        "harper_resources: refused /cat/1 for anonymous: close 4404",
+    ]
+    assert "s3cret" not in caplog.text and "nobody" not in caplog.text
 
 
 async def test_allow_read_may_be_async(ws):

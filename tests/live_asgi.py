@@ -1,0 +1,32 @@
+"""The demo's ASGI application plus a few test-only routes, for live-server tests of
+close paths the demo has no resource for (``DemoServer(..., application=...)``).
+
+The demo's own routes come first and behave as in ``project.asgi``.
+"""
+
+from project import asgi
+
+demo_application = asgi.application  # Django is set up from here on
+
+from channels.routing import ProtocolTypeRouter  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from harper_resources.auth import OriginValidator, ResourceAuthMiddlewareStack  # noqa: E402
+from harper_resources.routing import ResourceRouter  # noqa: E402
+from project.routing import websocket_urlpatterns as demo_routes  # noqa: E402
+from tests import resources  # noqa: E402
+
+websocket_urlpatterns = [
+    *demo_routes,
+    path("private-dog/<str:id>", resources.PrivateDogs.as_asgi()),  # needs the view permission: 3003
+    path("returns-number/<str:id>", resources.ReturnsNumber.as_asgi()),  # connect() not iterable: 1011
+    path("raises-close/<str:id>", resources.RaisesCloseConnection.as_asgi(code=1011)),  # 1011 from the stream
+    path("stuck-reader", resources.StuckReader.as_asgi()),  # reads one message, then none: 1008
+]
+
+application = ProtocolTypeRouter(
+    {
+        "http": asgi.django_application,
+        "websocket": OriginValidator(ResourceAuthMiddlewareStack(ResourceRouter(websocket_urlpatterns))),
+    }
+)
