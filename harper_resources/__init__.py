@@ -1,7 +1,9 @@
 """harper_resources: Harper-style real-time resources for Django.
 
 Public names: ``Resource`` (the WebSocket resource base class), ``publish`` (send a
-``message`` frame to a record's subscribers from sync code) and ``__version__``.
+``message`` frame to a record's subscribers from sync code), ``broadcast_rows`` (send
+the rows a bulk operation changed, where the database does not capture them) and
+``__version__``.
 They are imported lazily so that importing this package never touches the app
 registry before Django is set up.
 """
@@ -11,10 +13,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Resource", "__version__", "publish"]
+__all__ = ["Resource", "__version__", "broadcast_rows", "publish"]
 
 if TYPE_CHECKING:
-    from .broadcast import publish
+    from .broadcast import broadcast_rows, publish
     from .consumers import Resource
 
 
@@ -23,8 +25,8 @@ def __getattr__(name: str) -> Any:
         from .consumers import Resource
 
         return Resource
-    if name == "publish":
-        from .broadcast import publish
+    if name in ("publish", "broadcast_rows"):
+        from . import broadcast
 
-        return publish
+        return getattr(broadcast, name)
     raise AttributeError(f"module 'harper_resources' has no attribute {name!r}")

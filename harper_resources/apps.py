@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.apps import AppConfig
 from django.db import models
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_migrate, post_save
 from django.utils.module_loading import autodiscover_modules
 
 
@@ -20,6 +20,15 @@ class HarperResourcesConfig(AppConfig):
         # that never loads the ASGI routing (a management command, a script).
         autodiscover_modules("resources")
         tables.watch(connect_receivers)
+        post_migrate.connect(install_capture, sender=self, dispatch_uid="harper_resources.capture")
+
+
+def install_capture(using: str = "default", **kwargs: object) -> None:
+    """After ``migrate``: (re)create the PostgreSQL capture triggers of the tables whose
+    Resources ask for ``capture = "database"``."""
+    from . import capture
+
+    capture.install(using)
 
 
 def connect_receivers(table: type[models.Model]) -> None:

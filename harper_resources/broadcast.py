@@ -30,7 +30,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from django.db import models, transaction
 
-from . import changelog, hub, metrics, protocol, tables, versions
+from . import capture, changelog, hub, metrics, protocol, tables, versions
 from .conf import settings
 from .streams import Frame
 
@@ -48,14 +48,15 @@ def on_post_save(
     if raw:
         return
     for table in tables.tables_of(sender):
-        _record_change(table, instance.pk, using, deleted=False)
+        if not capture.captured(table, using):  # its trigger does it
+            _record_change(table, instance.pk, using, deleted=False)
 
 
 def on_post_delete(sender: type[models.Model], instance: models.Model, using: str = "default", **kwargs: Any) -> None:
     """Broadcast a ``delete`` of ``instance`` once the current transaction commits."""
     # Django sends post_delete once per deleted row, the parent rows of a multi-table
     # child included: each table is handled by its own signal.
-    if tables.is_table(sender):
+    if tables.is_table(sender) and not capture.captured(sender, using):
         _record_change(sender._meta.concrete_model or sender, instance.pk, using, deleted=True)
 
 
@@ -116,6 +117,21 @@ def _versioned_frame(model: type[models.Model], pk: Any, using: str, deleted: bo
 def record_groups(table: str, key: str) -> tuple[str, str]:
     """The groups a frame of record ``key`` goes to: its table's and its own."""
     return protocol.table_group(table), protocol.record_group(table, key)
+
+
+def broadcast_rows(model: type[models.Model], pks: Iterable[Any], *, using: str = "default") -> None:
+    """Broadcast the current state of rows a bulk operation changed (``QuerySet.update()``,
+    ``bulk_create()``, ``bulk_update()``, raw SQL), as a ``save()`` would: each row that
+    exists goes out as a ``put``, each that does not as a ``delete``. For databases
+    without capture (``capture = "database"`` does this by itself on PostgreSQL). Call
+    it after the bulk operation, in the same transaction or after it."""
+    pks = list(pks)
+    for table in tables.tables_of(model):
+        if capture.captured(table, using):
+            continue
+        existing = set(table._base_manager.using(using).filter(pk__in=list(pks)).values_list("pk", flat=True))
+        for pk in pks:
+            _record_change(table, pk, using, deleted=pk not in existing)
 
 
 # Publish -------------------------------------------------------------------------------

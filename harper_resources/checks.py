@@ -107,6 +107,27 @@ def _bad_setting(name: str, value: Any, expected: str) -> checks.Error:
     )
 
 
+@checks.register()
+def check_capture(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    from django.db import DEFAULT_DB_ALIAS, connections
+
+    from . import capture, tables
+
+    wanted = sorted(model._meta.label for model in tables.captured_tables())
+    if not wanted or capture.supported(DEFAULT_DB_ALIAS):
+        return []
+    vendor = connections[DEFAULT_DB_ALIAS].vendor
+    return [
+        checks.Warning(
+            f'Resources of {", ".join(wanted)} ask for capture = "database", which needs PostgreSQL; on {vendor} '
+            "only save() and delete() are broadcast: QuerySet.update(), bulk_create(), bulk_update(), "
+            "QuerySet.delete() without signals and raw SQL are not.",
+            hint="Call harper_resources.broadcast_rows(Model, pks) after such changes, or use PostgreSQL.",
+            id="harper_resources.W002",
+        )
+    ]
+
+
 #: A hub channel carries every change its process serves; below this a burst is dropped.
 MIN_HUB_CAPACITY = 1000
 

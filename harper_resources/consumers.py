@@ -49,14 +49,18 @@ class Resource:
     """
 
     model: ClassVar[type[models.Model] | None] = None
+    #: How changes are found: ``"signals"`` (``save()``/``delete()`` through the ORM) or
+    #: ``"database"`` (PostgreSQL triggers: also ``QuerySet.update()``, bulk operations
+    #: and raw SQL from any client; elsewhere the same as ``"signals"``).
+    capture: ClassVar[str] = "signals"
     id_kwarg: ClassVar[str] = "id"
     subprotocols: ClassVar[Sequence[str] | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        model = cls.__dict__.get("model")
+        model = getattr(cls, "model", None)
         if isinstance(model, type) and issubclass(model, models.Model) and not model._meta.abstract:
-            tables.register(model)
+            tables.register(model, capture=cls.capture)
 
     def __init__(self, **initkwargs: Any) -> None:
         for name, value in initkwargs.items():

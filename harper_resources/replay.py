@@ -19,9 +19,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.db import DEFAULT_DB_ALIAS, close_old_connections
+from django.db import DEFAULT_DB_ALIAS, connections
 
-from . import changelog, metrics, protocol
+from . import capture, changelog, metrics, protocol, tables
 from .conf import settings
 from .streams import Frame
 
@@ -43,8 +43,10 @@ async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
     ``database_sync_to_async`` shares with every handshake."""
 
     def call() -> T:
-        close_old_connections()
-        return fn(*args)
+        try:
+            return fn(*args)
+        finally:
+            connections.close_all()  # this thread's: a poll a second needs no idle connection
 
     return await sync_to_async(call, thread_sensitive=False)()
 
@@ -59,8 +61,48 @@ async def run(hub: Hub, using: str = DEFAULT_DB_ALIAS) -> None:
         return
     gaps: dict[int, float] = {}
     next_prune = time.monotonic() + PRUNE_SECONDS
+    wake = asyncio.Event()
+    listener = None
+    if capture.supported(using) and tables.captured_tables():
+        listener = asyncio.ensure_future(_listen(using, wake))
+    try:
+        await _replay_forever(hub, using, interval, last_id, gaps, next_prune, wake)
+    finally:
+        if listener is not None:
+            listener.cancel()
+
+
+async def _listen(using: str, wake: asyncio.Event) -> None:
+    """Set ``wake`` on every NOTIFY of the capture triggers (PostgreSQL), reconnecting
+    after failures, until cancelled."""
+    import psycopg
+
+    params = connections[using].get_connection_params()
+    keywords = {name: str(value) for name, value in params.items() if isinstance(value, (str, int))}
+    conninfo = psycopg.conninfo.make_conninfo("", **keywords)
     while True:
-        await asyncio.sleep(interval)
+        try:
+            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as connection:
+                await connection.execute(f"LISTEN {capture.CHANNEL}")
+                wake.set()  # anything committed while not listening
+                async for _ in connection.notifies():
+                    wake.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            metrics.throttled_warning("listen_failed", "harper_resources: LISTEN failed; retrying", exc_info=True)
+            await asyncio.sleep(1.0)
+
+
+async def _replay_forever(
+    hub: Hub, using: str, interval: float, last_id: int, gaps: dict[int, float], next_prune: float, wake: asyncio.Event
+) -> None:
+    while True:
+        try:
+            await asyncio.wait_for(wake.wait(), interval)
+        except TimeoutError:
+            pass
+        wake.clear()
         try:
             entries = await _in_thread(changelog.read_after, using, last_id, list(gaps))
         except Exception:

@@ -16,13 +16,17 @@ from django.db import connections, models
 from . import protocol
 
 _tables: set[type[models.Model]] = set()
+_captured: set[type[models.Model]] = set()
 _watchers: list[Callable[[type[models.Model]], None]] = []
 
 
-def register(model: type[models.Model]) -> None:
-    """Make ``model`` (and so its concrete model) a table whose changes are broadcast."""
+def register(model: type[models.Model], capture: str = "signals") -> None:
+    """Make ``model`` (and so its concrete model) a table whose changes are broadcast;
+    ``capture="database"`` asks for database-level capture where the database can."""
     table = model._meta.concrete_model or model
     _tables.add(table)
+    if capture == "database":
+        _captured.add(table)
     for watcher in _watchers:
         watcher(table)
 
@@ -45,6 +49,16 @@ def inheritors(table: type[models.Model]) -> set[type[models.Model]]:
         for model in apps.get_models()
         if model._meta.concrete_model is table or table in model._meta.get_parent_list()
     }
+
+
+def is_captured(model: type[models.Model]) -> bool:
+    """True if a Resource asked for ``model``'s table to be captured by the database."""
+    return (model._meta.concrete_model or model) in _captured
+
+
+def captured_tables() -> set[type[models.Model]]:
+    """The tables Resources asked to capture by the database."""
+    return set(_captured)
 
 
 def is_table(model: type[models.Model]) -> bool:

@@ -15,4 +15,5 @@ LOGGING = {
 # The test database is a file, as in production: readers and writers in several threads
 # then wait for each other (busy timeout) instead of failing with "table is locked", as
 # SQLite's shared in-memory database does.
-DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}  # noqa: F405
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}  # noqa: F405

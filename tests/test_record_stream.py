@@ -157,4 +157,7 @@ async def test_a_change_is_encoded_once_however_many_subscribers_it_has(ws, monk
     await db(dog.save)()
     for client in clients:
         assert (await client.receive())["value"]["age"] == 11
-    assert len(calls) == 1
+    from harper_resources import capture
+
+    # Under database capture (PostgreSQL) the trigger encodes it, in the database.
+    assert len(calls) == (0 if capture.captured(Dog, "default") else 1)

@@ -10,9 +10,11 @@ MAX_NOTE_LENGTH = 500
 
 
 class DogCollection(Resource):
-    """/dog/: every dog, then every change to any dog. Anyone may watch."""
+    """/dog/: every dog, then every change to any dog. Anyone may watch. On PostgreSQL,
+    changes made outside save() (QuerySet.update(), bulk operations, psql) arrive too."""
 
     model = Dog
+    capture = "database"
 
     def allow_read(self, user):
         return True
@@ -23,6 +25,7 @@ class DogStatus(Resource):
     connection, and notes: what one client sends, every client on that dog receives."""
 
     model = Dog
+    capture = "database"
 
     def allow_read(self, user):
         return True
