@@ -29,6 +29,10 @@ logger = logging.getLogger("harper_resources")
 
 SERVER_ERROR = (1011, "Server error")
 
+#: How far back (ms) a collection subscription looks for records changed or deleted
+#: recently, whose older states may still be in flight.
+KNOWN_WINDOW = 600_000.0
+
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
@@ -183,13 +187,27 @@ class Resource:
         try:
             # Read after subscribing, so no change falls between the two; live frames
             # wait (held) and go out after these, minus states these already show.
-            first = await database_sync_to_async(self._first_frames)() if self.model is not None else []
+            first, known = await database_sync_to_async(self._first_read)() if self.model is not None else ([], [])
         except Exception:
             logger.exception("harper_resources: could not read the first frames of %s", self.scope.get("path"))
             stream.close(*SERVER_ERROR)
             return
-        hub.note_versions(group, first)
+        hub.note_versions(group, [*known, *first])
         stream._release(first)
+
+    def _first_read(self) -> tuple[list[Frame], list[Frame]]:
+        """The first frames, and the stored versions of the records they cover (deleted
+        ones included, for the collection those of the last ``KNOWN_WINDOW`` ms), as
+        frames that carry only a record and a version: a state older than those,
+        arriving later, is stale whatever the first frames showed."""
+        using = self.get_queryset().db
+        table = self.table_name()
+        key = None if self.id is None else tables.key(self.pk)
+        with versions.snapshot(using):
+            first = self._first_frames()
+            recent = versions.recent(using, table, key, protocol.now_ms() - KNOWN_WINDOW)
+        known = [Frame("", protocol.record_group(table, k), version) for k, version in recent.items()]
+        return first, known
 
     def _first_frames(self) -> list[Frame]:
         """What the stream sends before live changes, as the subscription options ask:

@@ -114,6 +114,19 @@ def stored(using: str, table: str, keys: Iterable[str]) -> dict[str, float]:
     return found
 
 
+def recent(using: str, table: str, key: str | None, after: float) -> dict[str, float]:
+    """Stored versions, deleted records included: of ``key`` whatever its age, or of the
+    records of ``table`` changed after version ``after``. Keys too long for the column
+    are left out (their stored form is a digest)."""
+    rows = _model()._default_manager.using(using).filter(table=table)
+    rows = rows.filter(key=stored_key(key)) if key is not None else rows.filter(version__gt=after)
+    return {
+        skey: version
+        for skey, version in rows.values_list("key", "version").iterator(chunk_size=2000)
+        if not skey.startswith("sha256:")
+    }
+
+
 @contextlib.contextmanager
 def snapshot(using: str) -> Iterator[None]:
     """Run the enclosed reads on one consistent view of the database.

@@ -204,10 +204,10 @@ class SlowNarrowedDogs(Public):
     def allow_record(self, record):
         return True
 
-    def _first_frames(self):
-        frames = super()._first_frames()
+    def _first_read(self):
+        read = super()._first_read()
         assert self.read_may_finish.wait(10), "the test never let the first read finish"
-        return frames
+        return read
 
 
 class StuckReader(Public):
