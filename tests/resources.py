@@ -198,6 +198,8 @@ class SlowNarrowedDogs(Public):
     committed meanwhile arrive while the first frames are still being read."""
 
     model = Dog
+    #: Set once the first read has read the database.
+    read_done = threading.Event()
     #: Set by the test to let the first read finish.
     read_may_finish = threading.Event()
 
@@ -206,6 +208,7 @@ class SlowNarrowedDogs(Public):
 
     def _first_read(self):
         read = super()._first_read()
+        self.read_done.set()
         assert self.read_may_finish.wait(10), "the test never let the first read finish"
         return read
 

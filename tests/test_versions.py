@@ -134,15 +134,18 @@ async def test_versions_follow_commit_order_even_when_the_clock_goes_back(ws, mo
 
 async def test_a_delete_committed_while_a_narrowed_stream_reads_its_first_frames_arrives(ws):
     dog = await db(Dog.objects.create)(name="Rex", age=3)
+    SlowNarrowedDogs.read_done.clear()
     SlowNarrowedDogs.read_may_finish.clear()
     try:
         client = await ws(f"/slow-narrowed-dog/{dog.pk}")  # open; its first read waits
+        assert await in_thread(SlowNarrowedDogs.read_done.wait)(5), "the first read never ran"
         await in_thread(lambda: Dog.objects.get(pk=dog.pk).delete())()
         await asyncio.sleep(0.2)  # the delete's frame reaches the stream while it reads
     finally:
         SlowNarrowedDogs.read_may_finish.set()
-    put = await client.receive()
-    delete = await client.receive()
+    # Generous: the read waits in the thread every handshake shares, behind earlier work.
+    put = await client.receive(timeout=10)
+    delete = await client.receive(timeout=10)
     assert (put["type"], delete["type"]) == ("put", "delete"), "the client must not keep a deleted dog"
     assert delete["version"] > put["version"]
 

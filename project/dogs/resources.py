@@ -2,11 +2,18 @@
 
 import asyncio
 
+from django.conf import settings
+
 from harper_resources import Resource
 
 from .models import Dog
 
 MAX_NOTE_LENGTH = 500
+
+#: The demo opts into database capture where the database can do it (PostgreSQL:
+#: DATABASE_URL=postgres://...): then QuerySet.update(), bulk operations and psql edits
+#: reach the page too. On SQLite (the default) only save() and delete() are broadcast.
+CAPTURE = "database" if "postgresql" in settings.DATABASES["default"]["ENGINE"] else "signals"
 
 
 class DogCollection(Resource):
@@ -14,7 +21,7 @@ class DogCollection(Resource):
     changes made outside save() (QuerySet.update(), bulk operations, psql) arrive too."""
 
     model = Dog
-    capture = "database"
+    capture = CAPTURE
 
     def allow_read(self, user):
         return True
@@ -25,7 +32,7 @@ class DogStatus(Resource):
     connection, and notes: what one client sends, every client on that dog receives."""
 
     model = Dog
-    capture = "database"
+    capture = CAPTURE
 
     def allow_read(self, user):
         return True
