@@ -295,6 +295,10 @@ class Resource:
         """Read client frames here and write the stream in a task of its own, until the
         client leaves. When the stream ends first, the writer sends the close frame and
         reading goes on until the server reports the disconnect."""
+        if incoming.keep_unread is None:
+            # A stream (the default one) takes client frames through on("data") or an
+            # iteration already started; anything else reads them by iterating, later.
+            incoming.keep_unread = not isinstance(outgoing, Stream)
         writer = asyncio.ensure_future(self._write_then_close(outgoing))
         for stream in self._streams:
             # A stream closed with abort (a client too slow to read) stops the writer at
@@ -346,8 +350,12 @@ class Resource:
                 size = len(data) if data is not None else 0
             if size > limit:
                 return 1009, "Message too big"
-            if not incoming._push(protocol.decode_client_frame(text, data), size):
+            if not incoming._push_frame(text, data):
                 return 1008, "Too many unread messages"
+            if incoming._tasks:
+                # Let the async data callbacks of this frame run (and drop what it
+                # decoded to) before the next frame is read.
+                await asyncio.sleep(0)
 
     async def _write(self, outgoing: AsyncIterator[Any]) -> None:
         send = self._asgi_send

@@ -15,6 +15,7 @@ import collections
 import inspect
 import json
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -393,13 +394,23 @@ class Stream(_Emitter):
 class IncomingMessages(_Emitter):
     """The client's messages: ``on("data", fn)`` and async iteration, usable together.
 
-    Every message goes to the ``data`` callbacks and is queued for async iteration,
-    which may start at any time (messages sent before it are not lost). The queue holds
-    at most ``maxsize`` messages and ``max_bytes`` of client frames. Until something
-    iterates, the oldest messages make room for new ones (a resource that never
-    iterates never holds more); once something iterates, a full queue means the client
-    sends faster than the resource reads, and the connection closes with 1008.
-    Iteration ends when the client leaves.
+    Every message goes to the ``data`` callbacks and, while it can still be read, is
+    queued for async iteration, which may start later (messages sent before it are not
+    lost). A frame is kept as the text or bytes that came off the socket and decoded
+    when it is read, so what waits costs what the client sent, not what it decodes to.
+    The queue holds at most ``maxsize`` messages and ``max_bytes`` of kept frames (as
+    counted by ``sys.getsizeof``). Until something iterates, the oldest messages make
+    room for new ones (a resource that never iterates never holds more); once something
+    iterates, a full queue means the client sends faster than the resource reads, and
+    the connection closes with 1008. Iteration ends when the client leaves.
+
+    ``keep_unread`` says whether frames are kept for an iteration that has not started
+    yet. Left None, the connection decides once ``connect()`` returned: off for a
+    ``Stream`` (the one of ``super().connect()``: its resource listens with ``on("data")``
+    or is iterating already), on for anything else (an async generator reads by
+    iterating). When off, a frame that no listener and no iteration takes is dropped
+    without being decoded. A resource that returns the stream and starts iterating
+    later sets it to True in ``connect()``.
     """
 
     _events = ("data",)
@@ -412,11 +423,26 @@ class IncomingMessages(_Emitter):
         self._bytes = 0
         self._iterating = False
         self._ended = False
+        self.keep_unread: bool | None = None
 
     def _push(self, message: Any, size: int) -> bool:
-        """Deliver one client message of ``size`` bytes. False if the connection must
-        close because too much waits unread."""
+        """Deliver one decoded client message of ``size`` bytes. False if the connection
+        must close because too much waits unread."""
         self._emit("data", message)
+        return self._keep(message, size)
+
+    def _push_frame(self, text: str | None, data: bytes | None) -> bool:
+        """Deliver one client frame as the server gave it, decoded only for whoever takes
+        it: ``data`` listeners at once, an iteration when it reads it. False if the
+        connection must close because too much waits unread."""
+        if self._callbacks is not None and self._callbacks.get("data"):
+            self._emit("data", protocol.decode_client_frame(text, data))
+        if self.keep_unread is False and not self._iterating:
+            return True
+        raw: str | bytes = text if text is not None else (data if data is not None else b"")
+        return self._keep(_Unread(text, data), sys.getsizeof(raw))
+
+    def _keep(self, message: Any, size: int) -> bool:
         if self._ended:
             return True
         queue = self._queue
@@ -454,4 +480,16 @@ class IncomingMessages(_Emitter):
         self._bytes -= size
         if not self._queue:
             self._queue = None
+        if isinstance(message, _Unread):
+            return protocol.decode_client_frame(message.text, message.data)
         return message
+
+
+class _Unread:
+    """A client frame kept for iteration, still as the server gave it."""
+
+    __slots__ = ("data", "text")
+
+    def __init__(self, text: str | None, data: bytes | None) -> None:
+        self.text = text
+        self.data = data

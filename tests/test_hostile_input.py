@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tracemalloc
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -77,6 +78,35 @@ async def test_a_flood_of_small_frames_on_the_default_stream_is_ignored_and_chan
     await db(dog.save)()
     assert (await watcher.receive())["value"]["age"] == 9
     assert (await flooder.receive(timeout=5))["value"]["age"] == 9
+
+
+#: A text frame just under 1 MiB that decodes to 8 MiB: a list of 250,000 floats.
+BIG_FRAME = "[" + "1e9," * 250_000 + "1]"
+MiB = 1024 * 1024
+
+
+@pytest.mark.parametrize("path", ["/dog/{pk}", "/status/{pk}"])
+async def test_a_flood_of_big_frames_on_the_default_stream_is_not_kept_in_memory(ws, path):
+    """/dog/ has no data listener and does not iterate: frames are dropped undecoded.
+    /status/ has one: each frame is decoded for it and gone once it returned."""
+    dog = await db(Dog.objects.create)(name="Rex")
+    client = await ws(path.format(pk=dog.pk))
+    await client.receive()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(10):
+            await client.send_text(BIG_FRAME)
+        for _ in range(1000):  # until the server has read every frame
+            if client.communicator.input_queue.empty():
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (held - before) / MiB < 2, f"{(held - before) / MiB:.1f} MiB held after 10 x 1 MiB frames"
+    assert (peak - before) / MiB < 20, f"{(peak - before) / MiB:.1f} MiB at the peak"
 
 
 async def test_frames_after_the_client_closed_are_harmless(ws):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import pytest
 
@@ -103,6 +104,28 @@ async def test_unread_bytes_are_bounded_too():
     incoming.__aiter__()
     assert incoming._push("a", 6)
     assert not incoming._push("b", 6)
+
+
+async def test_frames_kept_for_a_later_iteration_are_held_as_sent_and_decoded_when_read():
+    incoming = IncomingMessages(max_bytes=3 * 1024 * 1024)
+    big = "[" + "1e9," * 250_000 + "1]"  # 1 MiB of text, 8 MiB once decoded
+    for _ in range(10):
+        assert incoming._push_frame(big, None)
+    assert incoming._bytes <= 3 * 1024 * 1024
+    assert [size for _, size in incoming._queue] == [sys.getsizeof(big)] * 3, "counted as what is held"
+    incoming._end()
+    messages = [message async for message in incoming]
+    assert len(messages) == 3 and len(messages[0]) == 250_001
+
+
+async def test_a_frame_no_listener_or_iteration_can_take_is_dropped_without_being_decoded(monkeypatch):
+    from harper_resources import protocol
+
+    incoming = IncomingMessages()
+    incoming.keep_unread = False
+    monkeypatch.setattr(protocol, "decode_client_frame", lambda text, data: pytest.fail("decoded"))
+    assert incoming._push_frame('{"a": 1}', None)
+    assert incoming._queue is None
 
 
 def test_a_frame_is_written_as_its_text_and_readable_as_a_mapping():
