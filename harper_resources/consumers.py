@@ -18,7 +18,7 @@ from django.contrib.auth import get_permission_codename
 from django.contrib.auth.models import AnonymousUser
 from django.db import models
 
-from . import broadcast, protocol, tables, versions
+from . import broadcast, metrics, protocol, tables, versions
 from .auth import AUTH_FAILED
 from .conf import settings
 from .exceptions import CloseConnection, Forbidden, InvalidStream, NotLoggedIn, ResourceNotFound
@@ -372,7 +372,11 @@ class Resource:
                     for item in batch:
                         message = asgi_message(item)
                         if message is not None:
-                            await send(message)
+                            try:
+                                await send(message)
+                            except OSError as exc:  # the client is gone
+                                outgoing._send_failed(exc)
+                                return
                 elif outgoing.closed:
                     return
                 else:
@@ -380,7 +384,11 @@ class Resource:
         async for item in outgoing:
             message = asgi_message(item)
             if message is not None:
-                await send(message)
+                try:
+                    await send(message)
+                except OSError:  # the client is gone (uvicorn's ClientDisconnected): not an error
+                    metrics.count("client_gone")
+                    return
 
     def _writer_close(self, error: BaseException | None) -> tuple[int, str]:
         """How to close once the outgoing stream ended, by itself or by ``error``."""

@@ -163,7 +163,8 @@ class Hub:
             try:
                 listener(frame)
             except Exception:
-                logger.exception("harper_resources: a listener failed")
+                # Once per interval, not per frame: this is the path every change takes.
+                metrics.throttled_warning("listener_failed", "harper_resources: a listener failed", exc_info=True)
 
     def note_versions(self, group: str, frames: list[Frame]) -> None:
         """Record the versions of first frames a listener of ``group`` was shown, so

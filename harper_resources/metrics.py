@@ -31,8 +31,11 @@ def count(name: str) -> None:
         _counts[name] += 1
 
 
-def throttled_warning(name: str, message: str, *args: object, interval: float = 10.0, exc_info: bool = False) -> None:
-    """Count ``name`` and log ``message`` unless the same ``name`` was logged within ``interval``."""
+def throttled_warning(
+    name: str, message: str, *args: object, interval: float = 10.0, exc_info: bool | BaseException = False
+) -> None:
+    """Count ``name`` and log ``message`` unless the same ``name`` was logged within ``interval``
+    (``exc_info``: True for the exception being handled, or an exception)."""
     now = time.monotonic()
     with _lock:
         _counts[name] += 1

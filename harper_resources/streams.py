@@ -243,7 +243,11 @@ class Stream(_Emitter):
             # The writer is idle and nothing waits: write now, in order by construction.
             asgi = asgi_message(message)
             if asgi is not None:
-                task = run_eagerly(self._direct_send(asgi))  # type: ignore[arg-type]
+                try:
+                    task = run_eagerly(self._direct_send(asgi))  # type: ignore[arg-type]
+                except Exception as exc:
+                    self._send_failed(exc)
+                    return
                 if task is not None:
                     self._inflight = task
                     if self._tasks is None:
@@ -282,8 +286,28 @@ class Stream(_Emitter):
         self._inflight = None
         if self._tasks is not None:
             self._tasks.discard(task)
-        if self._queue:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            self._send_failed(error)
+        elif self._queue:
             self._wake()
+
+    def _send_failed(self, error: BaseException) -> None:
+        """A write to the socket raised. A send to a departed client is a disconnect, not
+        an error (uvicorn raises ``ClientDisconnected``, an ``OSError``): the stream ends
+        quietly, counted as ``client_gone``. Anything else is logged, throttled
+        (``send_failed``), and closes with 1011. Either way queued frames are dropped and
+        later sends ignored; the connection ends when the server reports the disconnect."""
+        if isinstance(error, OSError):
+            metrics.count("client_gone")
+            code = 1001, "Going away"
+        else:
+            metrics.throttled_warning(
+                "send_failed", "harper_resources: writing to a client failed; its stream was closed", exc_info=error
+            )
+            code = 1011, "Server error"
+        self._queue = None
+        self.close(*code)
 
     def _mark_subscribed(self, ok: bool) -> None:
         if self._subscribed is not None and not self._subscribed.done():

@@ -227,3 +227,28 @@ async def test_while_the_first_frames_load_nothing_is_written_directly_ahead_of_
     stream.close()
     await writer
     assert sent == ['{"type":"put"}', '{"status":"pulse"}']
+
+
+async def test_a_send_to_a_departed_client_ends_the_stream_quietly(caplog):
+    """uvicorn raises ClientDisconnected (an OSError) on a send to a client that left."""
+    import asyncio
+
+    from harper_resources.consumers import Resource
+
+    sends = []
+
+    async def departed(message):
+        sends.append(message)
+        raise ConnectionResetError("the client is gone")
+
+    resource = Resource()
+    resource._asgi_send = departed
+    stream = Stream()
+    writer = asyncio.ensure_future(resource._write(stream))
+    await asyncio.sleep(0)
+    with caplog.at_level(logging.WARNING, logger="harper_resources"):
+        for n in range(5):
+            stream.send(n)
+        await asyncio.wait_for(writer, 1)
+    assert stream.closed and len(sends) == 1, "one failed send ends it; later frames are not tried"
+    assert caplog.text == ""
