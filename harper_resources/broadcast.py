@@ -24,6 +24,7 @@ import atexit
 import collections
 import concurrent.futures
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
@@ -201,11 +202,15 @@ class LayerSender:
     """One background thread with its own event loop that sends events to the channel
     layer in submission order. The queue is bounded (``BROADCAST_QUEUE_SIZE``); beyond
     it events are dropped, counted (``broadcast_dropped``) and logged at most every 10 s.
+
+    The thread belongs to the process that started it: a ``fork()`` child has the queue
+    but not the thread (``alive()`` is False there), and ``_sender()`` replaces it.
     """
 
     def __init__(self, alias: str, maxsize: int) -> None:
         self.alias = alias
         self.maxsize = maxsize
+        self.pid = os.getpid()
         self._queue: collections.deque[list[tuple[str, dict[str, Any]]]] = collections.deque()
         self._pending = 0
         self._idle = threading.Condition()
@@ -223,6 +228,19 @@ class LayerSender:
             self._pending += 1
             self._queue.append(events)
         self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    def alive(self) -> bool:
+        """True while this process's sender thread runs its loop."""
+        return self.pid == os.getpid() and self._thread.is_alive()
+
+    def take_queued(self) -> list[list[tuple[str, dict[str, Any]]]]:
+        """Remove and return what waits to be sent (from a sender whose thread died)."""
+        with self._idle:
+            queued = list(self._queue)
+            self._queue.clear()
+            self._pending = 0
+            self._idle.notify_all()
+        return queued
 
     def flush(self, timeout: float) -> bool:
         """Wait until every submitted event was handed to the layer. False on timeout."""
@@ -261,28 +279,63 @@ _sender_lock = threading.Lock()
 
 
 def _sender() -> LayerSender:
+    """This process's sender for the configured layer. A new one replaces a sender whose
+    thread died (it sends what the dead one had queued) or that a ``fork()`` copied from
+    the parent (whose own thread sends what it had queued); either is logged once."""
     global _sender_instance
     alias = settings.CHANNEL_LAYER
     sender = _sender_instance
-    if sender is None or sender.alias != alias:
+    if sender is None or sender.alias != alias or not sender.alive():
         with _sender_lock:
-            if _sender_instance is None or _sender_instance.alias != alias:
-                if _sender_instance is None:
+            old = _sender_instance
+            if old is None or old.alias != alias or not old.alive():
+                if old is None:
                     atexit.register(flush)
-                _sender_instance = LayerSender(alias, settings.BROADCAST_QUEUE_SIZE)
-            sender = _sender_instance
+                sender = _sender_instance = LayerSender(alias, settings.BROADCAST_QUEUE_SIZE)
+                if old is not None and not old.alive():
+                    _take_over(old, sender)
+            else:
+                sender = old
     return sender
 
 
+def _take_over(old: LayerSender, new: LayerSender) -> None:
+    if old.pid != os.getpid():
+        logger.info("harper_resources: a forked process starts a broadcast sender of its own")
+        return
+    queued = old.take_queued()
+    logger.error(
+        "harper_resources: the broadcast sender thread died; a new one sends the %d change(s) it had queued",
+        len(queued),
+    )
+    for events in queued:
+        new.submit(events)
+
+
+def _after_fork_in_child() -> None:
+    global _sender_lock
+    _sender_lock = threading.Lock()  # another thread of the parent may have held it
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def flush(timeout: float | None = None) -> bool:
-    """Wait until this process's queued broadcasts reached the channel layer.
+    """Wait until this process's queued broadcasts reached the channel layer (starting a
+    new sender first if the thread died).
 
     Runs at interpreter exit, so a script that saves and exits still delivers. Returns
     False if ``timeout`` (default ``EXIT_FLUSH_TIMEOUT``) passed first.
     """
     sender = _sender_instance
-    if sender is None:
-        return True
+    if sender is None or sender.pid != os.getpid():
+        return True  # nothing queued by this process (a fork child's copy is its parent's)
+    if not sender.alive():
+        try:
+            sender = _sender()
+        except RuntimeError:  # no new thread at interpreter shutdown
+            logger.warning("harper_resources: exiting with broadcasts not yet sent")
+            return False
     ok = sender.flush(settings.EXIT_FLUSH_TIMEOUT if timeout is None else timeout)
     if not ok:
         logger.warning("harper_resources: exiting with broadcasts not yet sent")
