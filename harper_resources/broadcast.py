@@ -164,10 +164,13 @@ def submit(groups: Iterable[str], frame: Frame) -> None:
                 hub.deliver_locally(group, frame)
         else:
             events = [(group, protocol.event(group, frame.text, frame.record, frame.version)) for group in groups]
-            _sender().submit(events)
+            _sender().submit(events, message=frame.record is None)
     except Exception:
         metrics.throttled_warning("broadcast_failed", "harper_resources: broadcast failed", exc_info=True)
 
+
+#: The channel-layer events of one change or publish: (group, message) pairs.
+Events = list[tuple[str, dict[str, Any]]]
 
 #: Seconds one group_send may take before the sender gives up on it.
 SEND_TIMEOUT = 5.0
@@ -200,18 +203,25 @@ class _ExitSafeExecutor(concurrent.futures.ThreadPoolExecutor):
 
 class LayerSender:
     """One background thread with its own event loop that sends events to the channel
-    layer in submission order. The queue is bounded (``BROADCAST_QUEUE_SIZE``); beyond
-    it events are dropped, counted (``broadcast_dropped``) and logged at most every 10 s.
+    layer, each kind in submission order.
+
+    Record changes and published messages wait in queues of their own, each bounded
+    (``maxsize``: ``BROADCAST_QUEUE_SIZE``; ``message_maxsize``: ``PUBLISH_QUEUE_SIZE``),
+    and a message is sent only while no change waits: publishes, which clients can
+    cause, never delay a change or take its room. Beyond its bound an event is dropped,
+    counted (``broadcast_dropped``, ``publish_dropped``) and logged at most every 10 s.
 
     The thread belongs to the process that started it: a ``fork()`` child has the queue
     but not the thread (``alive()`` is False there), and ``_sender()`` replaces it.
     """
 
-    def __init__(self, alias: str, maxsize: int) -> None:
+    def __init__(self, alias: str, maxsize: int, message_maxsize: int = 1000) -> None:
         self.alias = alias
         self.maxsize = maxsize
+        self.message_maxsize = message_maxsize
         self.pid = os.getpid()
-        self._queue: collections.deque[list[tuple[str, dict[str, Any]]]] = collections.deque()
+        self._queue: collections.deque[Events] = collections.deque()
+        self._messages: collections.deque[Events] = collections.deque()
         self._pending = 0
         self._idle = threading.Condition()
         self._loop = asyncio.new_event_loop()
@@ -220,24 +230,37 @@ class LayerSender:
         self._thread = threading.Thread(target=self._run, name="harper-broadcast", daemon=True)
         self._thread.start()
 
-    def submit(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+    def submit(self, events: Events, *, message: bool = False) -> None:
+        """Queue ``events`` (of a published message when ``message``, else of a change)."""
         with self._idle:
-            if self._pending >= self.maxsize:
-                metrics.throttled_warning("broadcast_dropped", "harper_resources: broadcast queue full; change dropped")
-                return
+            if message:
+                if len(self._messages) >= self.message_maxsize:
+                    metrics.throttled_warning(
+                        "publish_dropped", "harper_resources: publish queue full; message dropped"
+                    )
+                    return
+                self._messages.append(events)
+            else:
+                if len(self._queue) >= self.maxsize:
+                    metrics.throttled_warning(
+                        "broadcast_dropped", "harper_resources: broadcast queue full; change dropped"
+                    )
+                    return
+                self._queue.append(events)
             self._pending += 1
-            self._queue.append(events)
         self._loop.call_soon_threadsafe(self._wakeup.set)
 
     def alive(self) -> bool:
         """True while this process's sender thread runs its loop."""
         return self.pid == os.getpid() and self._thread.is_alive()
 
-    def take_queued(self) -> list[list[tuple[str, dict[str, Any]]]]:
-        """Remove and return what waits to be sent (from a sender whose thread died)."""
+    def take_queued(self) -> list[tuple[Events, bool]]:
+        """Remove and return what waits to be sent, changes first, each with whether it
+        is a message (from a sender whose thread died)."""
         with self._idle:
-            queued = list(self._queue)
+            queued = [(events, False) for events in self._queue] + [(events, True) for events in self._messages]
             self._queue.clear()
+            self._messages.clear()
             self._pending = 0
             self._idle.notify_all()
         return queued
@@ -257,8 +280,8 @@ class LayerSender:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._queue:
-                events = self._queue.popleft()
+            while self._queue or self._messages:
+                events = self._queue.popleft() if self._queue else self._messages.popleft()
                 layer = get_channel_layer(self.alias)
                 for group, message in events:
                     try:
@@ -291,7 +314,9 @@ def _sender() -> LayerSender:
             if old is None or old.alias != alias or not old.alive():
                 if old is None:
                     atexit.register(flush)
-                sender = _sender_instance = LayerSender(alias, settings.BROADCAST_QUEUE_SIZE)
+                sender = _sender_instance = LayerSender(
+                    alias, settings.BROADCAST_QUEUE_SIZE, settings.PUBLISH_QUEUE_SIZE
+                )
                 if old is not None and not old.alive():
                     _take_over(old, sender)
             else:
@@ -305,11 +330,11 @@ def _take_over(old: LayerSender, new: LayerSender) -> None:
         return
     queued = old.take_queued()
     logger.error(
-        "harper_resources: the broadcast sender thread died; a new one sends the %d change(s) it had queued",
+        "harper_resources: the broadcast sender thread died; a new one sends the %d broadcast(s) it had queued",
         len(queued),
     )
-    for events in queued:
-        new.submit(events)
+    for events, message in queued:
+        new.submit(events, message=message)
 
 
 def _after_fork_in_child() -> None:

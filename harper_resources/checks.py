@@ -79,6 +79,8 @@ _POSITIVE_INTS = (
     "SEND_QUEUE_SIZE",
     "RECEIVE_QUEUE_SIZE",
     "BROADCAST_QUEUE_SIZE",
+    "PUBLISH_QUEUE_SIZE",
+    "MESSAGE_BURST",
 )
 
 
@@ -89,6 +91,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         value = getattr(settings, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             errors.append(_bad_setting(name, value, "a whole number of at least 1"))
+    rate = settings.MESSAGE_RATE
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+        errors.append(_bad_setting("MESSAGE_RATE", rate, "a number of messages a second, more than 0"))
     timeout = settings.EXIT_FLUSH_TIMEOUT
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
         errors.append(_bad_setting("EXIT_FLUSH_TIMEOUT", timeout, "a number of seconds, 0 or more"))

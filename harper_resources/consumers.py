@@ -23,6 +23,7 @@ from .auth import AUTH_FAILED
 from .conf import settings
 from .exceptions import CloseConnection, Forbidden, InvalidStream, NotLoggedIn, ResourceNotFound
 from .hub import get_hub
+from .ratelimit import TokenBucket
 from .streams import Frame, IncomingMessages, Send, Stream, asgi_message
 
 logger = logging.getLogger("harper_resources")
@@ -331,8 +332,11 @@ class Resource:
 
     async def _read(self, receive: Receive, incoming: IncomingMessages) -> tuple[int, str] | None:
         """Feed client frames to ``incoming``. Returns None when the client leaves, or the
-        close code and reason for a frame this connection refuses."""
+        close code and reason for a frame this connection refuses: 1009 for one over
+        ``MAX_MESSAGE_BYTES``, 1008 for one over the ``MESSAGE_RATE``/``MESSAGE_BURST``
+        token bucket or one too many unread."""
         limit = settings.MAX_MESSAGE_BYTES
+        bucket: TokenBucket | None = None  # made at the first message: most clients send none
         while True:
             message: Any = await receive()
             kind = message["type"]
@@ -350,6 +354,13 @@ class Resource:
                 size = len(data) if data is not None else 0
             if size > limit:
                 return 1009, "Message too big"
+            if bucket is None:
+                bucket = TokenBucket(settings.MESSAGE_RATE, settings.MESSAGE_BURST)
+            if not bucket.take():
+                metrics.throttled_warning(
+                    "message_rate_closed", "harper_resources: a client sent messages faster than allowed; closed (1008)"
+                )
+                return 1008, "Too many messages"
             if not incoming._push_frame(text, data):
                 return 1008, "Too many unread messages"
             if incoming._tasks:

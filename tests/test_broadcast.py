@@ -251,3 +251,26 @@ async def test_a_forked_child_sends_its_changes_with_a_sender_of_its_own(ws, tmp
         await asyncio.to_thread(run_script, FORKED_SAVE, demo.env)
         names = [(await client.receive(timeout=10))["value"]["name"] for _ in range(2)]
     assert names == ["saved by the parent", "saved by a forked child"]
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(HARPER_RESOURCES_BROADCAST_QUEUE_SIZE=5, HARPER_RESOURCES_PUBLISH_QUEUE_SIZE=5)
+def test_with_the_publish_queue_full_a_save_is_still_sent_and_ahead_of_the_messages(recorded, monkeypatch, caplog):
+    import threading
+
+    monkeypatch.setattr(broadcast, "_sender_instance", None)  # a sender with the settings above
+    monkeypatch.setattr(metrics, "_last_logged", {})
+    sender = broadcast._sender()
+    gate = threading.Event()
+    sender._loop.call_soon_threadsafe(gate.wait, 5)  # nothing drains while we submit
+    before = metrics.snapshot().get("publish_dropped", 0)
+    with caplog.at_level(logging.WARNING, logger="harper_resources"):
+        for n in range(20):
+            broadcast.publish(Dog, 1, {"n": n})
+        Dog.objects.create(name="saved while clients flood")
+    gate.set()
+    frames = [frame for _, frame in recorded()]
+    assert [frame["type"] for frame in frames] == ["put"] * 2 + ["message"] * 10, "the change first, both groups"
+    assert [frame["value"] for frame in frames[2::2]] == [{"n": n} for n in range(5)]
+    assert metrics.snapshot()["publish_dropped"] == before + 15
+    assert caplog.text.count("publish queue full") == 1

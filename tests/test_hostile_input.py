@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import tracemalloc
 
 import pytest
@@ -66,6 +67,7 @@ async def test_a_flood_to_a_resource_that_stopped_reading_closes_1008(ws):
         )
 
 
+@override_settings(HARPER_RESOURCES_MESSAGE_RATE=1e9, HARPER_RESOURCES_MESSAGE_BURST=10**6)  # within the limit
 async def test_a_flood_of_small_frames_on_the_default_stream_is_ignored_and_changes_still_flow(ws):
     dog = await db(Dog.objects.create)(name="Rex")
     flooder = await ws(f"/dog/{dog.pk}")
@@ -107,6 +109,40 @@ async def test_a_flood_of_big_frames_on_the_default_stream_is_not_kept_in_memory
         tracemalloc.stop()
     assert (held - before) / MiB < 2, f"{(held - before) / MiB:.1f} MiB held after 10 x 1 MiB frames"
     assert (peak - before) / MiB < 20, f"{(peak - before) / MiB:.1f} MiB at the peak"
+
+
+@pytest.mark.parametrize("layer", ["memory", "redis-pubsub"], indirect=True)
+async def test_a_client_that_floods_messages_is_closed_1008_and_changes_still_reach_others_promptly(ws, layer):
+    dog = await db(Dog.objects.create)(name="Rex")
+    watcher = await ws(f"/dog/{dog.pk}")
+    await watcher.receive()
+    flooder = await ws(f"/publisher/{dog.pk}")  # publishes every message it gets to the dog's clients
+    await flooder.receive()
+    for n in range(2000):
+        await flooder.send({"note": n})
+    while (message := await flooder.receive_raw(timeout=5))["type"] != "websocket.close":
+        pass
+    assert (message["code"], message["reason"]) == (1008, "Too many messages")
+    started = time.monotonic()
+    dog.age = 3
+    await db(dog.save)()
+    while (frame := await watcher.receive())["type"] == "message":
+        pass  # the notes the flooder got out before it was closed
+    assert frame["value"]["age"] == 3
+    assert time.monotonic() - started < 1
+
+
+def test_the_message_limit_allows_a_burst_then_the_rate(monkeypatch):
+    from harper_resources import ratelimit
+
+    clock = [1000.0]
+    monkeypatch.setattr(ratelimit.time, "monotonic", lambda: clock[0])
+    bucket = ratelimit.TokenBucket(rate=10, burst=5)
+    assert [bucket.take() for _ in range(6)] == [True] * 5 + [False]
+    clock[0] += 0.5  # five more
+    assert [bucket.take() for _ in range(6)] == [True] * 5 + [False]
+    clock[0] += 3600
+    assert sum(bucket.take() for _ in range(50)) == 5, "never more than the burst saved up"
 
 
 async def test_frames_after_the_client_closed_are_harmless(ws):
