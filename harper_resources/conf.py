@@ -19,6 +19,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_MESSAGE_BYTES": 1024 * 1024,
     # Frames waiting to be written to one client; past it the client is closed with 1013.
     "SEND_QUEUE_SIZE": 1000,
+    # Bytes of frames waiting to be written to one client; past it, closed with 1013 too.
+    "SEND_QUEUE_BYTES": 8 * 1024 * 1024,
     # Client messages a resource has not read yet; past it the client is closed with 1008.
     "RECEIVE_QUEUE_SIZE": 1000,
     # Messages a second one client may send, after a burst of MESSAGE_BURST; a client that

@@ -120,7 +120,7 @@ class Resource:
         and iterate it. Override to take control: an async generator, or a def/async def
         returning any async iterable (usually ``super().connect(incoming_messages)``).
         """
-        stream = Stream(maxsize=settings.SEND_QUEUE_SIZE)
+        stream = Stream(maxsize=settings.SEND_QUEUE_SIZE, max_bytes=settings.SEND_QUEUE_BYTES)
         self._streams.append(stream)
         stream._hold()
         stream._subscribed = asyncio.get_running_loop().create_future()

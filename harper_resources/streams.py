@@ -45,6 +45,19 @@ def asgi_message(item: Any) -> dict[str, Any] | None:
         return None
 
 
+def _cost(item: Any) -> int:
+    """What ``item`` counts against a send queue's byte bound: its size as written (a
+    value JSON cannot encode counts 0: it is dropped when written)."""
+    if isinstance(item, Frame):
+        return len(item.text)
+    if isinstance(item, (str, bytes, bytearray)):
+        return len(item)
+    try:
+        return len(protocol.encode(item))
+    except (TypeError, ValueError):
+        return 0
+
+
 def run_eagerly(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
     """Run ``coro`` at once, up to its first suspension. None if it finished there (an
     ASGI send usually does: it writes to the transport and returns); otherwise a task
@@ -182,18 +195,22 @@ class Stream(_Emitter):
     """A connection's outgoing messages: ``send()``, ``on("close", fn)``, ``close()`` and
     async iteration (the connection iterates it to write frames).
 
-    ``send`` never blocks. Messages wait in a queue of at most ``maxsize``; when a client
-    reads too slowly for that, the stream closes with 1013 at once, dropping what waits,
-    and the close is logged and counted (``metrics`` name ``slow_client_closed``). After
+    ``send`` never blocks. Messages wait in a queue of at most ``maxsize`` messages and
+    ``max_bytes`` bytes (a ``Frame`` counts its text, other values their JSON; a single
+    message bigger than that still goes out when nothing waits). When a client reads too
+    slowly for that, the stream closes with 1013 at once, dropping what waits, and the
+    close is logged and counted (``metrics`` name ``slow_client_closed``). After
     ``close()`` sends are ignored.
     """
 
     _events = ("close",)
 
-    def __init__(self, *, maxsize: int = 1000) -> None:
+    def __init__(self, *, maxsize: int = 1000, max_bytes: int = 8 * 1024 * 1024) -> None:
         super().__init__()
         self._queue: collections.deque[Any] | None = None
         self._maxsize = maxsize
+        self._max_bytes = max_bytes
+        self._bytes = 0  # of what _queue holds
         self._closing = False
         self._closed = False
         self._held = False
@@ -255,9 +272,11 @@ class Stream(_Emitter):
                     self._tasks.add(task)
                     task.add_done_callback(self._inflight_done)
             return
+        size = _cost(message)
         if queue is None:
             queue = self._queue = collections.deque()
-        elif len(queue) >= self._maxsize:
+            self._bytes = 0
+        elif len(queue) >= self._maxsize or self._bytes + size > self._max_bytes:
             metrics.throttled_warning(
                 "slow_client_closed", "harper_resources: a client read too slowly; its stream was closed (1013)"
             )
@@ -265,6 +284,7 @@ class Stream(_Emitter):
             self.close(1013, "Client too slow", abort=True)
             return
         queue.append(message)
+        self._bytes += size
         self._wake()
 
     def close(self, code: int = 1000, reason: str = "", *, abort: bool = False) -> None:
@@ -339,8 +359,8 @@ class Stream(_Emitter):
 
         A live frame that arrived meanwhile and shows a state no newer than the first
         frame of its record is dropped: the first frame already shows it or a newer one.
-        The queue may then hold ``len(first)`` more than ``maxsize``: the initial record
-        dump is bounded by its own setting.
+        The queue may then hold ``len(first)`` more than ``maxsize``, and their bytes more
+        than ``max_bytes``: the initial record dump is bounded by its own setting.
         """
         self._held = False
         waiting = self._queue or ()
@@ -358,7 +378,9 @@ class Stream(_Emitter):
             if item is not None:
                 queue.append(item)
         self._queue = queue or None
+        self._bytes = sum(map(_cost, queue))
         self._maxsize += len(first)
+        self._max_bytes += sum(map(_cost, first))
         if floors:
             self._floors_until = asyncio.get_running_loop().time() + FLOOR_SECONDS
         self._wake()
@@ -404,6 +426,8 @@ class Stream(_Emitter):
         message = self._queue.popleft()
         if not self._queue:
             self._queue = None  # an idle connection keeps no queue
+        else:
+            self._bytes -= _cost(message)
         return message
 
     def _take_all(self) -> collections.deque[Any] | None:

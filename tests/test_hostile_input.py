@@ -145,6 +145,41 @@ def test_the_message_limit_allows_a_burst_then_the_rate(monkeypatch):
     assert sum(bucket.take() for _ in range(50)) == 5, "never more than the burst saved up"
 
 
+def never_reads(application):
+    """``application`` behind a socket whose writes stall after the first frame, as when
+    the client stops reading and its server applies backpressure (uvicorn does)."""
+
+    async def app(scope, receive, send):
+        written = 0
+
+        async def stalling_send(message):
+            nonlocal written
+            if message["type"] == "websocket.send":
+                written += 1
+                if written > 1:
+                    await asyncio.Event().wait()  # never returns
+            await send(message)
+
+        await application(scope, receive, stalling_send)
+
+    return app
+
+
+@override_settings(HARPER_RESOURCES_SEND_QUEUE_BYTES=MiB)
+async def test_a_client_that_never_reads_is_closed_1013_once_a_mib_of_frames_waits_for_it(ws):
+    from tests.routing import application
+
+    dog = await db(Dog.objects.create)(name="Rex")
+    slow = await ws(f"/dog/{dog.pk}", application=never_reads(application))
+    await slow.receive()
+    sender = await ws(f"/publisher/{dog.pk}")  # publishes each message to the dog's clients
+    await sender.receive()
+    for _ in range(30):  # 3 MB relayed; 30 frames is far from SEND_QUEUE_SIZE
+        await sender.send({"note": "n" * 100_000})
+    message = await slow.receive_raw(timeout=5)
+    assert (message["type"], message["code"], message["reason"]) == ("websocket.close", 1013, "Client too slow")
+
+
 async def test_frames_after_the_client_closed_are_harmless(ws):
     dog = await db(Dog.objects.create)(name="Rex")
     client = await ws(f"/status/{dog.pk}")

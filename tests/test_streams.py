@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from harper_resources import metrics
 from harper_resources.streams import Frame, IncomingMessages, Stream
 
 
@@ -30,7 +31,8 @@ async def test_sends_after_close_are_ignored():
     assert (stream.close_code, stream.close_reason) == (4000, "done")
 
 
-async def test_a_client_that_reads_too_slowly_is_closed_with_1013_and_its_queue_dropped(caplog):
+async def test_a_client_that_reads_too_slowly_is_closed_with_1013_and_its_queue_dropped(caplog, monkeypatch):
+    monkeypatch.setattr(metrics, "_last_logged", {})  # an earlier test's line must not throttle this one
     stream = Stream(maxsize=3)
     with caplog.at_level(logging.WARNING, logger="harper_resources"):
         for n in range(10):
@@ -38,6 +40,35 @@ async def test_a_client_that_reads_too_slowly_is_closed_with_1013_and_its_queue_
     assert (stream.close_code, stream.close_reason) == (1013, "Client too slow")
     assert await drain(stream) == []
     assert caplog.text.count("read too slowly") == 1, "logged once, not per dropped message"
+
+
+async def test_a_client_behind_by_more_bytes_than_the_bound_is_closed_with_1013_and_its_queue_dropped(
+    caplog, monkeypatch
+):
+    monkeypatch.setattr(metrics, "_last_logged", {})
+    stream = Stream(maxsize=1000, max_bytes=10_000)
+    with caplog.at_level(logging.WARNING, logger="harper_resources"):
+        for _ in range(5):
+            stream.send(Frame("x" * 3000))  # the fourth would make 12,000 bytes
+    assert (stream.close_code, stream.close_reason) == (1013, "Client too slow")
+    assert await drain(stream) == []
+    assert caplog.text.count("read too slowly") == 1
+
+
+async def test_values_count_their_json_against_the_byte_bound_and_reading_frees_their_room():
+    value = {"pad": "z" * 30}  # 41 bytes of JSON
+    stream = Stream(max_bytes=100)
+    stream.send(value)
+    stream.send(value)
+    assert await stream.__anext__() == value
+    stream.send(value)
+    assert not stream.closed, "82 bytes wait"
+    stream.send(value)
+    assert stream.close_code == 1013, "123 bytes would wait"
+    alone = Stream(max_bytes=100)
+    alone.send(Frame("y" * 1000))
+    alone.close()
+    assert len(await drain(alone)) == 1, "one frame bigger than the bound still goes out when nothing waits"
 
 
 async def test_held_frames_wait_for_the_first_frames_which_go_out_ahead_of_them():
