@@ -265,6 +265,14 @@ class LayerSender:
             self._idle.notify_all()
         return queued
 
+    def close_loop(self) -> None:
+        """Close the loop of a sender whose thread died, and with it the layer
+        connections made on it (channels_redis runs the loop to close them)."""
+        try:
+            self._loop.close()
+        except Exception:
+            logger.warning("harper_resources: closing a dead broadcast sender's loop failed", exc_info=True)
+
     def flush(self, timeout: float) -> bool:
         """Wait until every submitted event was handed to the layer. False on timeout."""
         with self._idle:
@@ -335,6 +343,8 @@ def _take_over(old: LayerSender, new: LayerSender) -> None:
     )
     for events, message in queued:
         new.submit(events, message=message)
+    # Not on this thread, which may be running an event loop of its own.
+    threading.Thread(target=old.close_loop, name="harper-broadcast-close", daemon=True).start()
 
 
 def _after_fork_in_child() -> None:
