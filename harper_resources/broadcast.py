@@ -24,6 +24,7 @@ import atexit
 import collections
 import concurrent.futures
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
@@ -179,10 +180,13 @@ def submit(groups: Iterable[str], frame: Frame) -> None:
                 hub.deliver_locally(group, frame)
         else:
             events = [(group, protocol.event(group, frame.text, frame.record, frame.version)) for group in groups]
-            _sender().submit(events)
+            _sender().submit(events, message=frame.record is None)
     except Exception:
         metrics.throttled_warning("broadcast_failed", "harper_resources: broadcast failed", exc_info=True)
 
+
+#: The channel-layer events of one change or publish: (group, message) pairs.
+Events = list[tuple[str, dict[str, Any]]]
 
 #: Seconds one group_send may take before the sender gives up on it.
 SEND_TIMEOUT = 5.0
@@ -215,14 +219,25 @@ class _ExitSafeExecutor(concurrent.futures.ThreadPoolExecutor):
 
 class LayerSender:
     """One background thread with its own event loop that sends events to the channel
-    layer in submission order. The queue is bounded (``BROADCAST_QUEUE_SIZE``); beyond
-    it events are dropped, counted (``broadcast_dropped``) and logged at most every 10 s.
+    layer, each kind in submission order.
+
+    Record changes and published messages wait in queues of their own, each bounded
+    (``maxsize``: ``BROADCAST_QUEUE_SIZE``; ``message_maxsize``: ``PUBLISH_QUEUE_SIZE``),
+    and a message is sent only while no change waits: publishes, which clients can
+    cause, never delay a change or take its room. Beyond its bound an event is dropped,
+    counted (``broadcast_dropped``, ``publish_dropped``) and logged at most every 10 s.
+
+    The thread belongs to the process that started it: a ``fork()`` child has the queue
+    but not the thread (``alive()`` is False there), and ``_sender()`` replaces it.
     """
 
-    def __init__(self, alias: str, maxsize: int) -> None:
+    def __init__(self, alias: str, maxsize: int, message_maxsize: int = 1000) -> None:
         self.alias = alias
         self.maxsize = maxsize
-        self._queue: collections.deque[list[tuple[str, dict[str, Any]]]] = collections.deque()
+        self.message_maxsize = message_maxsize
+        self.pid = os.getpid()
+        self._queue: collections.deque[Events] = collections.deque()
+        self._messages: collections.deque[Events] = collections.deque()
         self._pending = 0
         self._idle = threading.Condition()
         self._loop = asyncio.new_event_loop()
@@ -231,14 +246,48 @@ class LayerSender:
         self._thread = threading.Thread(target=self._run, name="harper-broadcast", daemon=True)
         self._thread.start()
 
-    def submit(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+    def submit(self, events: Events, *, message: bool = False) -> None:
+        """Queue ``events`` (of a published message when ``message``, else of a change)."""
         with self._idle:
-            if self._pending >= self.maxsize:
-                metrics.throttled_warning("broadcast_dropped", "harper_resources: broadcast queue full; change dropped")
-                return
+            if message:
+                if len(self._messages) >= self.message_maxsize:
+                    metrics.throttled_warning(
+                        "publish_dropped", "harper_resources: publish queue full; message dropped"
+                    )
+                    return
+                self._messages.append(events)
+            else:
+                if len(self._queue) >= self.maxsize:
+                    metrics.throttled_warning(
+                        "broadcast_dropped", "harper_resources: broadcast queue full; change dropped"
+                    )
+                    return
+                self._queue.append(events)
             self._pending += 1
-            self._queue.append(events)
         self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    def alive(self) -> bool:
+        """True while this process's sender thread runs its loop."""
+        return self.pid == os.getpid() and self._thread.is_alive()
+
+    def take_queued(self) -> list[tuple[Events, bool]]:
+        """Remove and return what waits to be sent, changes first, each with whether it
+        is a message (from a sender whose thread died)."""
+        with self._idle:
+            queued = [(events, False) for events in self._queue] + [(events, True) for events in self._messages]
+            self._queue.clear()
+            self._messages.clear()
+            self._pending = 0
+            self._idle.notify_all()
+        return queued
+
+    def close_loop(self) -> None:
+        """Close the loop of a sender whose thread died, and with it the layer
+        connections made on it (channels_redis runs the loop to close them)."""
+        try:
+            self._loop.close()
+        except Exception:
+            logger.warning("harper_resources: closing a dead broadcast sender's loop failed", exc_info=True)
 
     def flush(self, timeout: float) -> bool:
         """Wait until every submitted event was handed to the layer. False on timeout."""
@@ -255,8 +304,8 @@ class LayerSender:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._queue:
-                events = self._queue.popleft()
+            while self._queue or self._messages:
+                events = self._queue.popleft() if self._queue else self._messages.popleft()
                 layer = get_channel_layer(self.alias)
                 for group, message in events:
                     try:
@@ -277,28 +326,67 @@ _sender_lock = threading.Lock()
 
 
 def _sender() -> LayerSender:
+    """This process's sender for the configured layer. A new one replaces a sender whose
+    thread died (it sends what the dead one had queued) or that a ``fork()`` copied from
+    the parent (whose own thread sends what it had queued); either is logged once."""
     global _sender_instance
     alias = settings.CHANNEL_LAYER
     sender = _sender_instance
-    if sender is None or sender.alias != alias:
+    if sender is None or sender.alias != alias or not sender.alive():
         with _sender_lock:
-            if _sender_instance is None or _sender_instance.alias != alias:
-                if _sender_instance is None:
+            old = _sender_instance
+            if old is None or old.alias != alias or not old.alive():
+                if old is None:
                     atexit.register(flush)
-                _sender_instance = LayerSender(alias, settings.BROADCAST_QUEUE_SIZE)
-            sender = _sender_instance
+                sender = _sender_instance = LayerSender(
+                    alias, settings.BROADCAST_QUEUE_SIZE, settings.PUBLISH_QUEUE_SIZE
+                )
+                if old is not None and not old.alive():
+                    _take_over(old, sender)
+            else:
+                sender = old
     return sender
 
 
+def _take_over(old: LayerSender, new: LayerSender) -> None:
+    if old.pid != os.getpid():
+        logger.info("harper_resources: a forked process starts a broadcast sender of its own")
+        return
+    queued = old.take_queued()
+    logger.error(
+        "harper_resources: the broadcast sender thread died; a new one sends the %d broadcast(s) it had queued",
+        len(queued),
+    )
+    for events, message in queued:
+        new.submit(events, message=message)
+    # Not on this thread, which may be running an event loop of its own.
+    threading.Thread(target=old.close_loop, name="harper-broadcast-close", daemon=True).start()
+
+
+def _after_fork_in_child() -> None:
+    global _sender_lock
+    _sender_lock = threading.Lock()  # another thread of the parent may have held it
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def flush(timeout: float | None = None) -> bool:
-    """Wait until this process's queued broadcasts reached the channel layer.
+    """Wait until this process's queued broadcasts reached the channel layer (starting a
+    new sender first if the thread died).
 
     Runs at interpreter exit, so a script that saves and exits still delivers. Returns
     False if ``timeout`` (default ``EXIT_FLUSH_TIMEOUT``) passed first.
     """
     sender = _sender_instance
-    if sender is None:
-        return True
+    if sender is None or sender.pid != os.getpid():
+        return True  # nothing queued by this process (a fork child's copy is its parent's)
+    if not sender.alive():
+        try:
+            sender = _sender()
+        except RuntimeError:  # no new thread at interpreter shutdown
+            logger.warning("harper_resources: exiting with broadcasts not yet sent")
+            return False
     ok = sender.flush(settings.EXIT_FLUSH_TIMEOUT if timeout is None else timeout)
     if not ok:
         logger.warning("harper_resources: exiting with broadcasts not yet sent")

@@ -77,9 +77,12 @@ _POSITIVE_INTS = (
     "COLLECTION_LIMIT",
     "MAX_MESSAGE_BYTES",
     "SEND_QUEUE_SIZE",
+    "SEND_QUEUE_BYTES",
     "RECEIVE_QUEUE_SIZE",
     "BROADCAST_QUEUE_SIZE",
     "LOG_MAX_CHANGES",
+    "PUBLISH_QUEUE_SIZE",
+    "MESSAGE_BURST",
 )
 
 
@@ -90,6 +93,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         value = getattr(settings, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             errors.append(_bad_setting(name, value, "a whole number of at least 1"))
+    rate = settings.MESSAGE_RATE
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+        errors.append(_bad_setting("MESSAGE_RATE", rate, "a number of messages a second, more than 0"))
     for name in ("EXIT_FLUSH_TIMEOUT", "LOG_RETENTION", "REPLAY_INTERVAL"):
         seconds = getattr(settings, name)
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:

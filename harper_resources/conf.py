@@ -19,11 +19,20 @@ DEFAULTS: dict[str, Any] = {
     "MAX_MESSAGE_BYTES": 1024 * 1024,
     # Frames waiting to be written to one client; past it the client is closed with 1013.
     "SEND_QUEUE_SIZE": 1000,
+    # Bytes of frames waiting to be written to one client; past it, closed with 1013 too.
+    "SEND_QUEUE_BYTES": 8 * 1024 * 1024,
     # Client messages a resource has not read yet; past it the client is closed with 1008.
     "RECEIVE_QUEUE_SIZE": 1000,
+    # Messages a second one client may send, after a burst of MESSAGE_BURST; a client that
+    # sends faster is closed with 1008.
+    "MESSAGE_RATE": 50.0,
+    "MESSAGE_BURST": 200,
     # Broadcasts waiting to be handed to the channel layer in one process; past it they
     # are dropped, counted and logged.
     "BROADCAST_QUEUE_SIZE": 10000,
+    # Published messages waiting to be handed to that layer, in a queue of their own that
+    # waits while any change does; past it they are dropped, counted and logged.
+    "PUBLISH_QUEUE_SIZE": 1000,
     # How long (seconds) a process that exits waits for its queued broadcasts to be sent.
     "EXIT_FLUSH_TIMEOUT": 5.0,
     # The change log keeps changes this many seconds (resumes with ?since= older than

@@ -18,11 +18,12 @@ from django.contrib.auth import get_permission_codename
 from django.contrib.auth.models import AnonymousUser
 from django.db import models
 
-from . import broadcast, changelog, closing, protocol, tables, versions
+from . import broadcast, changelog, closing, metrics, protocol, tables, versions
 from .auth import AUTH_FAILED
 from .conf import settings
 from .exceptions import BadRequest, CloseConnection, Forbidden, InvalidStream, NotLoggedIn, ResourceNotFound
 from .hub import get_hub
+from .ratelimit import TokenBucket
 from .streams import Frame, IncomingMessages, Send, Stream, asgi_message
 
 logger = logging.getLogger("harper_resources")
@@ -150,7 +151,7 @@ class Resource:
             self.options = protocol.subscription_options(self.scope.get("query_string", b""))
         except ValueError as exc:
             raise BadRequest(str(exc)[:120]) from None
-        stream = Stream(maxsize=settings.SEND_QUEUE_SIZE)
+        stream = Stream(maxsize=settings.SEND_QUEUE_SIZE, max_bytes=settings.SEND_QUEUE_BYTES)
         self._streams.append(stream)
         stream._hold()
         stream._subscribed = asyncio.get_running_loop().create_future()
@@ -377,6 +378,10 @@ class Resource:
         """Read client frames here and write the stream in a task of its own, until the
         client leaves. When the stream ends first, the writer sends the close frame and
         reading goes on until the server reports the disconnect."""
+        if incoming.keep_unread is None:
+            # A stream (the default one) takes client frames through on("data") or an
+            # iteration already started; anything else reads them by iterating, later.
+            incoming.keep_unread = not isinstance(outgoing, Stream)
         writer = asyncio.ensure_future(self._write_then_close(outgoing))
         for stream in self._streams:
             # A stream closed with abort (a client too slow to read) stops the writer at
@@ -409,8 +414,11 @@ class Resource:
 
     async def _read(self, receive: Receive, incoming: IncomingMessages) -> tuple[int, str] | None:
         """Feed client frames to ``incoming``. Returns None when the client leaves, or the
-        close code and reason for a frame this connection refuses."""
+        close code and reason for a frame this connection refuses: 1009 for one over
+        ``MAX_MESSAGE_BYTES``, 1008 for one over the ``MESSAGE_RATE``/``MESSAGE_BURST``
+        token bucket or one too many unread."""
         limit = settings.MAX_MESSAGE_BYTES
+        bucket: TokenBucket | None = None  # made at the first message: most clients send none
         while True:
             message: Any = await receive()
             kind = message["type"]
@@ -428,8 +436,19 @@ class Resource:
                 size = len(data) if data is not None else 0
             if size > limit:
                 return 1009, "Message too big"
-            if not incoming._push(protocol.decode_client_frame(text, data), size):
+            if bucket is None:
+                bucket = TokenBucket(settings.MESSAGE_RATE, settings.MESSAGE_BURST)
+            if not bucket.take():
+                metrics.throttled_warning(
+                    "message_rate_closed", "harper_resources: a client sent messages faster than allowed; closed (1008)"
+                )
+                return 1008, "Too many messages"
+            if not incoming._push_frame(text, data):
                 return 1008, "Too many unread messages"
+            if incoming._tasks:
+                # Let the async data callbacks of this frame run (and drop what it
+                # decoded to) before the next frame is read.
+                await asyncio.sleep(0)
 
     async def _write(self, outgoing: AsyncIterator[Any]) -> None:
         send = self._asgi_send
@@ -446,7 +465,11 @@ class Resource:
                     for item in batch:
                         message = asgi_message(item)
                         if message is not None:
-                            await send(message)
+                            try:
+                                await send(message)
+                            except OSError as exc:  # the client is gone
+                                outgoing._send_failed(exc)
+                                return
                 elif outgoing.closed:
                     return
                 else:
@@ -454,7 +477,11 @@ class Resource:
         async for item in outgoing:
             message = asgi_message(item)
             if message is not None:
-                await send(message)
+                try:
+                    await send(message)
+                except OSError:  # the client is gone (uvicorn's ClientDisconnected): not an error
+                    metrics.count("client_gone")
+                    return
 
     def _writer_close(self, error: BaseException | None) -> tuple[int, str]:
         """How to close once the outgoing stream ended, by itself or by ``error``."""

@@ -31,7 +31,9 @@ def count(name: str) -> None:
         _counts[name] += 1
 
 
-def throttled_warning(name: str, message: str, *args: object, interval: float = 10.0, exc_info: bool = False) -> None:
+def throttled_warning(
+    name: str, message: str, *args: object, interval: float = 10.0, exc_info: bool | BaseException = False
+) -> None:
     """Count ``name`` and log ``message`` unless the same ``name`` was logged within ``interval``."""
     _throttled(logging.WARNING, name, message, args, interval, exc_info)
 

@@ -15,6 +15,7 @@ import collections
 import inspect
 import json
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -42,6 +43,19 @@ def asgi_message(item: Any) -> dict[str, Any] | None:
     except (TypeError, ValueError):
         logger.error("harper_resources: a resource sent a value JSON cannot encode: %r", item)
         return None
+
+
+def _cost(item: Any) -> int:
+    """What ``item`` counts against a send queue's byte bound: its size as written (a
+    value JSON cannot encode counts 0: it is dropped when written)."""
+    if isinstance(item, Frame):
+        return len(item.text)
+    if isinstance(item, (str, bytes, bytearray)):
+        return len(item)
+    try:
+        return len(protocol.encode(item))
+    except (TypeError, ValueError):
+        return 0
 
 
 def run_eagerly(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
@@ -183,18 +197,22 @@ class Stream(_Emitter):
     """A connection's outgoing messages: ``send()``, ``on("close", fn)``, ``close()`` and
     async iteration (the connection iterates it to write frames).
 
-    ``send`` never blocks. Messages wait in a queue of at most ``maxsize``; when a client
-    reads too slowly for that, the stream closes with 1013 at once, dropping what waits,
-    and the close is logged and counted (``metrics`` name ``slow_client_closed``). After
+    ``send`` never blocks. Messages wait in a queue of at most ``maxsize`` messages and
+    ``max_bytes`` bytes (a ``Frame`` counts its text, other values their JSON; a single
+    message bigger than that still goes out when nothing waits). When a client reads too
+    slowly for that, the stream closes with 1013 at once, dropping what waits, and the
+    close is logged and counted (``metrics`` name ``slow_client_closed``). After
     ``close()`` sends are ignored.
     """
 
     _events = ("close",)
 
-    def __init__(self, *, maxsize: int = 1000) -> None:
+    def __init__(self, *, maxsize: int = 1000, max_bytes: int = 8 * 1024 * 1024) -> None:
         super().__init__()
         self._queue: collections.deque[Any] | None = None
         self._maxsize = maxsize
+        self._max_bytes = max_bytes
+        self._bytes = 0  # of what _queue holds
         self._closing = False
         self._closed = False
         self._held = False
@@ -244,7 +262,11 @@ class Stream(_Emitter):
             # The writer is idle and nothing waits: write now, in order by construction.
             asgi = asgi_message(message)
             if asgi is not None:
-                task = run_eagerly(self._direct_send(asgi))  # type: ignore[arg-type]
+                try:
+                    task = run_eagerly(self._direct_send(asgi))  # type: ignore[arg-type]
+                except Exception as exc:
+                    self._send_failed(exc)
+                    return
                 if task is not None:
                     self._inflight = task
                     if self._tasks is None:
@@ -252,9 +274,11 @@ class Stream(_Emitter):
                     self._tasks.add(task)
                     task.add_done_callback(self._inflight_done)
             return
+        size = _cost(message)
         if queue is None:
             queue = self._queue = collections.deque()
-        elif len(queue) >= self._maxsize:
+            self._bytes = 0
+        elif len(queue) >= self._maxsize or self._bytes + size > self._max_bytes:
             metrics.throttled_warning(
                 "slow_client_closed", "harper_resources: a client read too slowly; its stream was closed (1013)"
             )
@@ -262,6 +286,7 @@ class Stream(_Emitter):
             self.close(1013, "Client too slow", abort=True)
             return
         queue.append(message)
+        self._bytes += size
         self._wake()
 
     def close(self, code: int = 1000, reason: str = "", *, abort: bool = False) -> None:
@@ -283,8 +308,28 @@ class Stream(_Emitter):
         self._inflight = None
         if self._tasks is not None:
             self._tasks.discard(task)
-        if self._queue:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            self._send_failed(error)
+        elif self._queue:
             self._wake()
+
+    def _send_failed(self, error: BaseException) -> None:
+        """A write to the socket raised. A send to a departed client is a disconnect, not
+        an error (uvicorn raises ``ClientDisconnected``, an ``OSError``): the stream ends
+        quietly, counted as ``client_gone``. Anything else is logged, throttled
+        (``send_failed``), and closes with 1011. Either way queued frames are dropped and
+        later sends ignored; the connection ends when the server reports the disconnect."""
+        if isinstance(error, OSError):
+            metrics.count("client_gone")
+            code = 1001, "Going away"
+        else:
+            metrics.throttled_warning(
+                "send_failed", "harper_resources: writing to a client failed; its stream was closed", exc_info=error
+            )
+            code = 1011, "Server error"
+        self._queue = None
+        self.close(*code)
 
     def _mark_subscribed(self, ok: bool) -> None:
         if self._subscribed is not None and not self._subscribed.done():
@@ -316,8 +361,8 @@ class Stream(_Emitter):
 
         A live frame that arrived meanwhile and shows a state no newer than the first
         frame of its record is dropped: the first frame already shows it or a newer one.
-        The queue may then hold ``len(first)`` more than ``maxsize``: the initial record
-        dump is bounded by its own setting.
+        The queue may then hold ``len(first)`` more than ``maxsize``, and their bytes more
+        than ``max_bytes``: the initial record dump is bounded by its own setting.
         """
         self._held = False
         waiting = self._queue or ()
@@ -335,7 +380,9 @@ class Stream(_Emitter):
             if item is not None:
                 queue.append(item)
         self._queue = queue or None
+        self._bytes = sum(map(_cost, queue))
         self._maxsize += len(first)
+        self._max_bytes += sum(map(_cost, first))
         if floors:
             self._floors_until = asyncio.get_running_loop().time() + FLOOR_SECONDS
         self._wake()
@@ -381,6 +428,8 @@ class Stream(_Emitter):
         message = self._queue.popleft()
         if not self._queue:
             self._queue = None  # an idle connection keeps no queue
+        else:
+            self._bytes -= _cost(message)
         return message
 
     def _take_all(self) -> collections.deque[Any] | None:
@@ -395,13 +444,23 @@ class Stream(_Emitter):
 class IncomingMessages(_Emitter):
     """The client's messages: ``on("data", fn)`` and async iteration, usable together.
 
-    Every message goes to the ``data`` callbacks and is queued for async iteration,
-    which may start at any time (messages sent before it are not lost). The queue holds
-    at most ``maxsize`` messages and ``max_bytes`` of client frames. Until something
-    iterates, the oldest messages make room for new ones (a resource that never
-    iterates never holds more); once something iterates, a full queue means the client
-    sends faster than the resource reads, and the connection closes with 1008.
-    Iteration ends when the client leaves.
+    Every message goes to the ``data`` callbacks and, while it can still be read, is
+    queued for async iteration, which may start later (messages sent before it are not
+    lost). A frame is kept as the text or bytes that came off the socket and decoded
+    when it is read, so what waits costs what the client sent, not what it decodes to.
+    The queue holds at most ``maxsize`` messages and ``max_bytes`` of kept frames (as
+    counted by ``sys.getsizeof``). Until something iterates, the oldest messages make
+    room for new ones (a resource that never iterates never holds more); once something
+    iterates, a full queue means the client sends faster than the resource reads, and
+    the connection closes with 1008. Iteration ends when the client leaves.
+
+    ``keep_unread`` says whether frames are kept for an iteration that has not started
+    yet. Left None, the connection decides once ``connect()`` returned: off for a
+    ``Stream`` (the one of ``super().connect()``: its resource listens with ``on("data")``
+    or is iterating already), on for anything else (an async generator reads by
+    iterating). When off, a frame that no listener and no iteration takes is dropped
+    without being decoded. A resource that returns the stream and starts iterating
+    later sets it to True in ``connect()``.
     """
 
     _events = ("data",)
@@ -414,11 +473,26 @@ class IncomingMessages(_Emitter):
         self._bytes = 0
         self._iterating = False
         self._ended = False
+        self.keep_unread: bool | None = None
 
     def _push(self, message: Any, size: int) -> bool:
-        """Deliver one client message of ``size`` bytes. False if the connection must
-        close because too much waits unread."""
+        """Deliver one decoded client message of ``size`` bytes. False if the connection
+        must close because too much waits unread."""
         self._emit("data", message)
+        return self._keep(message, size)
+
+    def _push_frame(self, text: str | None, data: bytes | None) -> bool:
+        """Deliver one client frame as the server gave it, decoded only for whoever takes
+        it: ``data`` listeners at once, an iteration when it reads it. False if the
+        connection must close because too much waits unread."""
+        if self._callbacks is not None and self._callbacks.get("data"):
+            self._emit("data", protocol.decode_client_frame(text, data))
+        if self.keep_unread is False and not self._iterating:
+            return True
+        raw: str | bytes = text if text is not None else (data if data is not None else b"")
+        return self._keep(_Unread(text, data), sys.getsizeof(raw))
+
+    def _keep(self, message: Any, size: int) -> bool:
         if self._ended:
             return True
         queue = self._queue
@@ -456,4 +530,16 @@ class IncomingMessages(_Emitter):
         self._bytes -= size
         if not self._queue:
             self._queue = None
+        if isinstance(message, _Unread):
+            return protocol.decode_client_frame(message.text, message.data)
         return message
+
+
+class _Unread:
+    """A client frame kept for iteration, still as the server gave it."""
+
+    __slots__ = ("data", "text")
+
+    def __init__(self, text: str | None, data: bytes | None) -> None:
+        self.text = text
+        self.data = data

@@ -230,3 +230,38 @@ class WaitsInConnect(CloseCallbacks):
         events.append("connect waits")
         await asyncio.sleep(3600)
         return outgoing
+
+
+class IteratesLate(Public):
+    """Returns its stream and starts iterating the client's messages only when one of
+    them says "go" (seen by a data listener); ``keep`` asks to keep earlier frames."""
+
+    keep = False
+
+    def connect(self, incoming_messages):
+        outgoing = super().connect(incoming_messages)
+        if self.keep:
+            incoming_messages.keep_unread = True
+
+        async def relay():
+            async for message in incoming_messages:
+                outgoing.send({"iterated": message})
+
+        incoming_messages.on("data", lambda message: message == "go" and outgoing.create_task(relay()))
+        return outgoing
+
+
+class IteratesLateKeeping(IteratesLate):
+    keep = True
+
+
+class GeneratorIteratesLate(Public):
+    """An async generator that yields first and iterates only once a message said "go"."""
+
+    async def connect(self, incoming_messages):
+        go = asyncio.Event()
+        incoming_messages.on("data", lambda message: message == "go" and go.set())
+        yield {"ready": True}
+        await go.wait()
+        async for message in incoming_messages:
+            yield {"iterated": message}

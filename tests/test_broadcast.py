@@ -181,3 +181,96 @@ def test_publish_inside_a_rolled_back_transaction_sends_nothing(recorded):
 def test_publish_refuses_a_key_the_model_can_never_have():
     with pytest.raises(ValueError, match="not a valid primary key"):
         broadcast.publish(Dog, "abc", "hello")
+
+
+class SenderKilled(BaseException):
+    """Not an Exception: the sender loop does not catch it, and its thread ends."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.django_db(transaction=True)
+def test_a_sender_thread_that_died_is_replaced_once_and_what_it_had_queued_is_sent(recorded, monkeypatch, caplog):
+    import threading
+
+    gate = threading.Event()
+    record = RecordingLayer.group_send
+    calls = []
+
+    async def dies_on_the_first_send(self, group, message):
+        if not calls:
+            calls.append(group)
+            gate.wait(5)  # changes queue up behind this one meanwhile
+            raise SenderKilled()
+        await record(self, group, message)
+
+    monkeypatch.setattr(RecordingLayer, "group_send", dies_on_the_first_send)
+    sender = broadcast._sender()
+    with caplog.at_level(logging.WARNING, logger="harper_resources"):
+        for name in ("lost with the thread", "queued 1", "queued 2"):
+            Dog.objects.create(name=name)
+        gate.set()
+        sender._thread.join(5)
+        assert not sender._thread.is_alive()
+        Dog.objects.create(name="after")
+        Dog.objects.create(name="after, again")
+        names = [frame["value"]["name"] for group, frame in recorded() if group == "harper.dogs.dog"]
+    assert names == ["queued 1", "queued 2", "after", "after, again"]
+    assert caplog.text.count("broadcast sender thread died") == 1
+
+
+FORKED_SAVE = """
+import os
+from harper_resources import broadcast
+from project.dogs.models import Dog
+dog = Dog.objects.get(pk=341)
+dog.name = "saved by the parent"
+dog.save()
+assert broadcast.flush(5)
+pid = os.fork()
+if pid == 0:
+    dog.name = "saved by a forked child"
+    dog.save()
+    os._exit(0 if broadcast.flush(5) else 1)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, "the forked child could not send its change"
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_forked_child_sends_its_changes_with_a_sender_of_its_own(ws, tmp_path, redis_service):
+    import asyncio
+
+    from tests.conftest import redis_layer_settings, use_layers
+    from tests.live import DemoServer, run_script
+
+    layers = redis_layer_settings("redis-pubsub")
+    env = {"REDIS_URL": redis_service, "REDIS_LAYER": "pubsub", "REDIS_PREFIX": layers["default"]["CONFIG"]["prefix"]}
+    demo = await asyncio.to_thread(DemoServer(tmp_path, env=env).prepare)
+    with use_layers(layers):
+        client = await ws("/dog/341")  # not in this test's database: only live frames come
+        await asyncio.to_thread(run_script, FORKED_SAVE, demo.env)
+        names = [(await client.receive(timeout=10))["value"]["name"] for _ in range(2)]
+    assert names == ["saved by the parent", "saved by a forked child"]
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(HARPER_RESOURCES_BROADCAST_QUEUE_SIZE=5, HARPER_RESOURCES_PUBLISH_QUEUE_SIZE=5)
+def test_with_the_publish_queue_full_a_save_is_still_sent_and_ahead_of_the_messages(recorded, monkeypatch, caplog):
+    import threading
+
+    monkeypatch.setattr(broadcast, "_sender_instance", None)  # a sender with the settings above
+    monkeypatch.setattr(metrics, "_last_logged", {})
+    sender = broadcast._sender()
+    gate = threading.Event()
+    sender._loop.call_soon_threadsafe(gate.wait, 5)  # nothing drains while we submit
+    before = metrics.snapshot().get("publish_dropped", 0)
+    with caplog.at_level(logging.WARNING, logger="harper_resources"):
+        for n in range(20):
+            broadcast.publish(Dog, 1, {"n": n})
+        Dog.objects.create(name="saved while clients flood")
+    gate.set()
+    frames = [frame for _, frame in recorded()]
+    assert [frame["type"] for frame in frames] == ["put"] * 2 + ["message"] * 10, "the change first, both groups"
+    assert [frame["value"] for frame in frames[2::2]] == [{"n": n} for n in range(5)]
+    assert metrics.snapshot()["publish_dropped"] == before + 15
+    assert caplog.text.count("publish queue full") == 1

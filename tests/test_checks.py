@@ -61,3 +61,17 @@ def test_a_redis_layer_with_the_default_capacity_is_warned_about_as_W001(redis_s
         assert check_hub_capacity() == []
     with use_layers(redis_layer_settings("redis-pubsub")):
         assert check_hub_capacity() == []
+
+
+@override_settings(
+    HARPER_RESOURCES_MESSAGE_RATE=0,
+    HARPER_RESOURCES_MESSAGE_BURST=2.5,
+    HARPER_RESOURCES_PUBLISH_QUEUE_SIZE="100",
+    HARPER_RESOURCES_SEND_QUEUE_BYTES=-1,
+)
+def test_the_client_flood_limits_are_checked_as_E003():
+    errors = check_settings()
+    assert ids(errors) == ["harper_resources.E003"] * 4
+    named = " ".join(error.msg for error in errors)
+    for name in ("MESSAGE_RATE", "MESSAGE_BURST", "PUBLISH_QUEUE_SIZE", "SEND_QUEUE_BYTES"):
+        assert f"HARPER_RESOURCES_{name} " in named

@@ -188,3 +188,23 @@ async def test_a_generator_is_closed_when_the_client_leaves(ws):
     assert await client.receive() == {"x": 1}
     await client.leave()
     assert resources.events == ["generator closed"]
+
+
+async def test_frames_sent_before_iteration_starts_are_kept_unless_the_resource_returned_a_stream(ws):
+    """A stream resource takes frames through listeners or an iteration already started;
+    it keeps earlier ones only when it sets keep_unread. A generator keeps them."""
+    kept = [{"iterated": 1}, {"iterated": 2}, {"iterated": "go"}, {"iterated": "after"}]
+    for path, expected in [
+        ("/iterates-late", [{"iterated": "after"}]),
+        ("/iterates-late-keeping", kept),
+        ("/generator-iterates-late", kept),
+    ]:
+        client = await ws(path)
+        if path.startswith("/generator"):
+            assert await client.receive() == {"ready": True}
+        for message in (1, 2, "go", "after"):
+            await client.send(message)
+        frames = []
+        while not frames or frames[-1] != {"iterated": "after"}:
+            frames.append(await client.receive())
+        assert frames == expected, path

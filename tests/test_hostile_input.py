@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+import tracemalloc
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -65,6 +67,7 @@ async def test_a_flood_to_a_resource_that_stopped_reading_closes_1008(ws):
         )
 
 
+@override_settings(HARPER_RESOURCES_MESSAGE_RATE=1e9, HARPER_RESOURCES_MESSAGE_BURST=10**6)  # within the limit
 async def test_a_flood_of_small_frames_on_the_default_stream_is_ignored_and_changes_still_flow(ws):
     dog = await db(Dog.objects.create)(name="Rex")
     flooder = await ws(f"/dog/{dog.pk}")
@@ -77,6 +80,104 @@ async def test_a_flood_of_small_frames_on_the_default_stream_is_ignored_and_chan
     await db(dog.save)()
     assert (await watcher.receive())["value"]["age"] == 9
     assert (await flooder.receive(timeout=5))["value"]["age"] == 9
+
+
+#: A text frame just under 1 MiB that decodes to 8 MiB: a list of 250,000 floats.
+BIG_FRAME = "[" + "1e9," * 250_000 + "1]"
+MiB = 1024 * 1024
+
+
+@pytest.mark.parametrize("path", ["/dog/{pk}", "/status/{pk}"])
+async def test_a_flood_of_big_frames_on_the_default_stream_is_not_kept_in_memory(ws, path):
+    """/dog/ has no data listener and does not iterate: frames are dropped undecoded.
+    /status/ has one: each frame is decoded for it and gone once it returned."""
+    dog = await db(Dog.objects.create)(name="Rex")
+    client = await ws(path.format(pk=dog.pk))
+    await client.receive()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(10):
+            await client.send_text(BIG_FRAME)
+        for _ in range(1000):  # until the server has read every frame
+            if client.communicator.input_queue.empty():
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (held - before) / MiB < 2, f"{(held - before) / MiB:.1f} MiB held after 10 x 1 MiB frames"
+    assert (peak - before) / MiB < 20, f"{(peak - before) / MiB:.1f} MiB at the peak"
+
+
+@pytest.mark.parametrize("layer", ["memory", "redis-pubsub"], indirect=True)
+async def test_a_client_that_floods_messages_is_closed_1008_and_changes_still_reach_others_promptly(ws, layer):
+    dog = await db(Dog.objects.create)(name="Rex")
+    watcher = await ws(f"/dog/{dog.pk}")
+    await watcher.receive()
+    flooder = await ws(f"/publisher/{dog.pk}")  # publishes every message it gets to the dog's clients
+    await flooder.receive()
+    for n in range(2000):
+        await flooder.send({"note": n})
+    while (message := await flooder.receive_raw(timeout=5))["type"] != "websocket.close":
+        pass
+    assert (message["code"], message["reason"]) == (1008, "Too many messages")
+    started = time.monotonic()
+    dog.age = 3
+    await db(dog.save)()
+    while (frame := await watcher.receive())["type"] == "message":
+        pass  # the notes the flooder got out before it was closed
+    assert frame["value"]["age"] == 3
+    assert time.monotonic() - started < 1
+
+
+def test_the_message_limit_allows_a_burst_then_the_rate(monkeypatch):
+    from harper_resources import ratelimit
+
+    clock = [1000.0]
+    monkeypatch.setattr(ratelimit.time, "monotonic", lambda: clock[0])
+    bucket = ratelimit.TokenBucket(rate=10, burst=5)
+    assert [bucket.take() for _ in range(6)] == [True] * 5 + [False]
+    clock[0] += 0.5  # five more
+    assert [bucket.take() for _ in range(6)] == [True] * 5 + [False]
+    clock[0] += 3600
+    assert sum(bucket.take() for _ in range(50)) == 5, "never more than the burst saved up"
+
+
+def never_reads(application):
+    """``application`` behind a socket whose writes stall after the first frame, as when
+    the client stops reading and its server applies backpressure (uvicorn does)."""
+
+    async def app(scope, receive, send):
+        written = 0
+
+        async def stalling_send(message):
+            nonlocal written
+            if message["type"] == "websocket.send":
+                written += 1
+                if written > 1:
+                    await asyncio.Event().wait()  # never returns
+            await send(message)
+
+        await application(scope, receive, stalling_send)
+
+    return app
+
+
+@override_settings(HARPER_RESOURCES_SEND_QUEUE_BYTES=MiB)
+async def test_a_client_that_never_reads_is_closed_1013_once_a_mib_of_frames_waits_for_it(ws):
+    from tests.routing import application
+
+    dog = await db(Dog.objects.create)(name="Rex")
+    slow = await ws(f"/dog/{dog.pk}", application=never_reads(application))
+    await slow.receive()
+    sender = await ws(f"/publisher/{dog.pk}")  # publishes each message to the dog's clients
+    await sender.receive()
+    for _ in range(30):  # 3 MB relayed; 30 frames is far from SEND_QUEUE_SIZE
+        await sender.send({"note": "n" * 100_000})
+    message = await slow.receive_raw(timeout=5)
+    assert (message["type"], message["code"], message["reason"]) == ("websocket.close", 1013, "Client too slow")
 
 
 async def test_frames_after_the_client_closed_are_harmless(ws):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import pytest
 
+from harper_resources import metrics
 from harper_resources.streams import Frame, IncomingMessages, Stream
 
 
@@ -29,7 +31,8 @@ async def test_sends_after_close_are_ignored():
     assert (stream.close_code, stream.close_reason) == (4000, "done")
 
 
-async def test_a_client_that_reads_too_slowly_is_closed_with_1013_and_its_queue_dropped(caplog):
+async def test_a_client_that_reads_too_slowly_is_closed_with_1013_and_its_queue_dropped(caplog, monkeypatch):
+    monkeypatch.setattr(metrics, "_last_logged", {})  # an earlier test's line must not throttle this one
     stream = Stream(maxsize=3)
     with caplog.at_level(logging.WARNING, logger="harper_resources"):
         for n in range(10):
@@ -37,6 +40,35 @@ async def test_a_client_that_reads_too_slowly_is_closed_with_1013_and_its_queue_
     assert (stream.close_code, stream.close_reason) == (1013, "Client too slow")
     assert await drain(stream) == []
     assert caplog.text.count("read too slowly") == 1, "logged once, not per dropped message"
+
+
+async def test_a_client_behind_by_more_bytes_than_the_bound_is_closed_with_1013_and_its_queue_dropped(
+    caplog, monkeypatch
+):
+    monkeypatch.setattr(metrics, "_last_logged", {})
+    stream = Stream(maxsize=1000, max_bytes=10_000)
+    with caplog.at_level(logging.WARNING, logger="harper_resources"):
+        for _ in range(5):
+            stream.send(Frame("x" * 3000))  # the fourth would make 12,000 bytes
+    assert (stream.close_code, stream.close_reason) == (1013, "Client too slow")
+    assert await drain(stream) == []
+    assert caplog.text.count("read too slowly") == 1
+
+
+async def test_values_count_their_json_against_the_byte_bound_and_reading_frees_their_room():
+    value = {"pad": "z" * 30}  # 41 bytes of JSON
+    stream = Stream(max_bytes=100)
+    stream.send(value)
+    stream.send(value)
+    assert await stream.__anext__() == value
+    stream.send(value)
+    assert not stream.closed, "82 bytes wait"
+    stream.send(value)
+    assert stream.close_code == 1013, "123 bytes would wait"
+    alone = Stream(max_bytes=100)
+    alone.send(Frame("y" * 1000))
+    alone.close()
+    assert len(await drain(alone)) == 1, "one frame bigger than the bound still goes out when nothing waits"
 
 
 async def test_held_frames_wait_for_the_first_frames_which_go_out_ahead_of_them():
@@ -103,6 +135,28 @@ async def test_unread_bytes_are_bounded_too():
     incoming.__aiter__()
     assert incoming._push("a", 6)
     assert not incoming._push("b", 6)
+
+
+async def test_frames_kept_for_a_later_iteration_are_held_as_sent_and_decoded_when_read():
+    incoming = IncomingMessages(max_bytes=3 * 1024 * 1024)
+    big = "[" + "1e9," * 250_000 + "1]"  # 1 MiB of text, 8 MiB once decoded
+    for _ in range(10):
+        assert incoming._push_frame(big, None)
+    assert incoming._bytes <= 3 * 1024 * 1024
+    assert [size for _, size in incoming._queue] == [sys.getsizeof(big)] * 3, "counted as what is held"
+    incoming._end()
+    messages = [message async for message in incoming]
+    assert len(messages) == 3 and len(messages[0]) == 250_001
+
+
+async def test_a_frame_no_listener_or_iteration_can_take_is_dropped_without_being_decoded(monkeypatch):
+    from harper_resources import protocol
+
+    incoming = IncomingMessages()
+    incoming.keep_unread = False
+    monkeypatch.setattr(protocol, "decode_client_frame", lambda text, data: pytest.fail("decoded"))
+    assert incoming._push_frame('{"a": 1}', None)
+    assert incoming._queue is None
 
 
 def test_a_frame_is_written_as_its_text_and_readable_as_a_mapping():
@@ -204,3 +258,28 @@ async def test_while_the_first_frames_load_nothing_is_written_directly_ahead_of_
     stream.close()
     await writer
     assert sent == ['{"type":"put"}', '{"status":"pulse"}']
+
+
+async def test_a_send_to_a_departed_client_ends_the_stream_quietly(caplog):
+    """uvicorn raises ClientDisconnected (an OSError) on a send to a client that left."""
+    import asyncio
+
+    from harper_resources.consumers import Resource
+
+    sends = []
+
+    async def departed(message):
+        sends.append(message)
+        raise ConnectionResetError("the client is gone")
+
+    resource = Resource()
+    resource._asgi_send = departed
+    stream = Stream()
+    writer = asyncio.ensure_future(resource._write(stream))
+    await asyncio.sleep(0)
+    with caplog.at_level(logging.WARNING, logger="harper_resources"):
+        for n in range(5):
+            stream.send(n)
+        await asyncio.wait_for(writer, 1)
+    assert stream.closed and len(sends) == 1, "one failed send ends it; later frames are not tried"
+    assert caplog.text == ""
