@@ -22,6 +22,9 @@ LIMITS = {
     "HARPER_RESOURCES_MAX_MESSAGE_BYTES": "4096",
     "HARPER_RESOURCES_RECEIVE_QUEUE_SIZE": "8",
     "HARPER_RESOURCES_SEND_QUEUE_SIZE": "8",
+    # The per-client message rate would close the slow-client case's flood with 1008 first.
+    "HARPER_RESOURCES_MESSAGE_RATE": "100000.0",
+    "HARPER_RESOURCES_MESSAGE_BURST": "100000",
 }
 READER, READER_PASSWORD = "reader", "reader-password-for-tests"
 
