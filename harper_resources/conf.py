@@ -44,6 +44,11 @@ DEFAULTS: dict[str, Any] = {
     # broadcast it missed (a channel layer that was down, a writer killed after its
     # commit). 0 turns catch-up off.
     "REPLAY_INTERVAL": 1.0,
+    # Seconds a verified HTTP Basic login is remembered (re-checked against the user row,
+    # without hashing); 0 hashes the password on every handshake.
+    "AUTH_CACHE_SECONDS": 60.0,
+    # Threads that check passwords (hash) per process; more checks wait their turn.
+    "PASSWORD_HASH_THREADS": 2,
 }
 
 PREFIX = "HARPER_RESOURCES_"
