@@ -49,6 +49,9 @@ DEFAULTS: dict[str, Any] = {
     "AUTH_CACHE_SECONDS": 60.0,
     # Threads that check passwords (hash) per process; more checks wait their turn.
     "PASSWORD_HASH_THREADS": 2,
+    # Every this many seconds a server process checks its logged-in connections again and
+    # closes those whose user lost access (3000 or 3003). 0 turns it off.
+    "REAUTH_INTERVAL": 5.0,
 }
 
 PREFIX = "HARPER_RESOURCES_"

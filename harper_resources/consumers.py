@@ -18,7 +18,7 @@ from django.contrib.auth import get_permission_codename
 from django.contrib.auth.models import AnonymousUser
 from django.db import models
 
-from . import broadcast, changelog, closing, metrics, protocol, tables, versions
+from . import broadcast, changelog, closing, metrics, protocol, reauth, tables, versions
 from .auth import AUTH_FAILED
 from .conf import settings
 from .exceptions import BadRequest, CloseConnection, Forbidden, InvalidStream, NotLoggedIn, ResourceNotFound
@@ -77,6 +77,8 @@ class Resource:
         self.options = protocol.SubscriptionOptions()
         self.subprotocol: str | None = None
         self._streams: list[Stream] = []
+        self._writer: asyncio.Future[None] | None = None
+        self._revoked: tuple[int, str] | None = None
 
     @classmethod
     def as_asgi(cls, **initkwargs: Any) -> Callable[..., Any]:
@@ -323,7 +325,23 @@ class Resource:
         # Accepted only now: once a client sees the socket open, every change committed
         # after that reaches it.
         await self._accept()
-        await self._run(receive, incoming, outgoing)
+        if self.user.is_authenticated:
+            # Checked again every REAUTH_INTERVAL: losing access closes the socket.
+            reauth.watch(self)
+        try:
+            await self._run(receive, incoming, outgoing)
+        finally:
+            reauth.unwatch(self)
+
+    def _revoke(self, code: int, reason: str) -> None:
+        """Close this connection because its user lost access (``reauth``): nothing more
+        is written, and the close frame is ``code``."""
+        if self._revoked is not None:
+            return
+        self._revoked = (code, reason)
+        closing.log_revocation(self.scope, self.user, code)
+        if self._writer is not None:
+            self._writer.cancel()
 
     async def _refuse(self, code: int, reason: str) -> None:
         closing.log_refusal(self.scope, self.user, code)
@@ -382,7 +400,7 @@ class Resource:
             # A stream (the default one) takes client frames through on("data") or an
             # iteration already started; anything else reads them by iterating, later.
             incoming.keep_unread = not isinstance(outgoing, Stream)
-        writer = asyncio.ensure_future(self._write_then_close(outgoing))
+        writer = self._writer = asyncio.ensure_future(self._write_then_close(outgoing))
         for stream in self._streams:
             # A stream closed with abort (a client too slow to read) stops the writer at
             # once, even in the middle of a send the client does not take.
@@ -406,7 +424,7 @@ class Resource:
         try:
             await self._write(outgoing)
         except asyncio.CancelledError:
-            if not any(stream._aborted for stream in self._streams):
+            if self._revoked is None and not any(stream._aborted for stream in self._streams):
                 raise  # the client left: nobody to close for
         except Exception as exc:
             error = exc
@@ -485,6 +503,8 @@ class Resource:
 
     def _writer_close(self, error: BaseException | None) -> tuple[int, str]:
         """How to close once the outgoing stream ended, by itself or by ``error``."""
+        if self._revoked is not None:
+            return self._revoked
         if isinstance(error, CloseConnection):
             return error.code, error.reason
         if error is not None:
