@@ -60,6 +60,11 @@ class Resource:
     capture: ClassVar[str] = "signals"
     id_kwarg: ClassVar[str] = "id"
     subprotocols: ClassVar[Sequence[str] | None] = None
+    #: Other resource classes whose published messages this resource's default stream
+    #: passes on. By default a stream takes messages published through its own class
+    #: (``await self.publish()``, ``publish(ThisResource, ...)``) and with the model
+    #: (``publish(Model, ...)``), never those of another resource of the same model.
+    accepts_messages_from: ClassVar[Sequence[type[Resource]]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -100,6 +105,11 @@ class Resource:
         if cls.model is not None:
             return tables.table_name(cls.model)
         return f"resource.{cls.__module__}.{cls.__qualname__}".lower()
+
+    @classmethod
+    def message_source(cls) -> str:
+        """The identity a message published through this class carries: its import path."""
+        return f"{cls.__module__}.{cls.__qualname__}"
 
     # Hooks a subclass may override -----------------------------------------------------
 
@@ -176,7 +186,7 @@ class Resource:
             group = protocol.record_group(table, tables.key(self.pk))
         if type(self).allow_record is not Resource.allow_record:
             stream._filter = self._record_filter()
-        listener = stream.send
+        listener = self._message_filter(stream.send)
         hub = get_hub()
         stream._add_cleanup(lambda: hub.unsubscribe(group, listener))
         try:
@@ -197,6 +207,16 @@ class Resource:
             return
         hub.note_versions(group, [*known, *first])
         stream._release(first)
+
+    def _message_filter(self, send: Callable[[Frame], None]) -> Callable[[Frame], None]:
+        """``send``, minus messages published through resources this one does not accept."""
+        accepted = {type(self).message_source(), *(cls.message_source() for cls in self.accepts_messages_from)}
+
+        def listener(frame: Frame) -> None:
+            if frame.source is None or frame.source in accepted:
+                send(frame)
+
+        return listener
 
     def _first_read(self) -> tuple[list[Frame], list[Frame]]:
         """The first frames, and the stored versions of the records they cover (deleted
