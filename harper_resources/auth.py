@@ -1,9 +1,11 @@
 """Handshake authentication and origin checks for resource sockets.
 
 - ``BasicAuthMiddleware``: ``Authorization: Basic`` checked with Django's
-  ``authenticate()``, for scripts and other non-browser clients.
+  ``authenticate()`` (hashed off the shared database thread, verified results cached
+  briefly: see ``credentials``), or ``Authorization: Bearer`` with a signed token (see
+  ``tokens``), for scripts and other non-browser clients.
 - ``ResourceAuthMiddlewareStack(inner)``: the session cookie (browsers, Channels'
-  ``AuthMiddlewareStack``) plus Basic; Basic wins when both are sent.
+  ``AuthMiddlewareStack``) plus Basic or Bearer; those win when sent too.
 - ``OriginValidator(inner)``: refuses a browser page from another site (cross-site
   WebSocket hijacking) by checking ``Origin`` against ``ALLOWED_HOSTS``.
 
@@ -21,21 +23,33 @@ from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from channels.security.websocket import AllowedHostsOriginValidator
 from channels.security.websocket import OriginValidator as ChannelsOriginValidator
-from django.contrib.auth import authenticate
 from django.contrib.auth.models import AnonymousUser
+
+from . import credentials, tokens
 
 #: Scope key set when the client sent credentials that did not authenticate.
 AUTH_FAILED = "harper_resources.auth_failed"
+#: Scope key of a user logged in by Basic or Bearer: ``(method, password fingerprint)``,
+#: so an open socket can be checked again later (``reauth``).
+AUTH_CREDENTIAL = "harper_resources.credential"
+
+
+def _authorization(scope: dict[str, Any]) -> tuple[bytes, bytes] | None:
+    """``(scheme in lower case, the rest)`` of the ``Authorization`` header, if any."""
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"authorization":
+            scheme, _, rest = value.partition(b" ")
+            return scheme.lower(), rest.strip()
+    return None
 
 
 def _basic_credentials(scope: dict[str, Any]) -> tuple[str, str] | bool | None:
     """``(username, password)`` from an ``Authorization: Basic`` header; None if there is
     no such header; False if it is malformed."""
-    for name, value in scope.get("headers", ()):
-        if name.lower() != b"authorization":
-            continue
-        scheme, _, encoded = value.partition(b" ")
-        if scheme.lower() != b"basic":
+    header = _authorization(scope)
+    if header is not None:
+        scheme, encoded = header
+        if scheme != b"basic":
             return None
         try:
             username, sep, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
@@ -45,35 +59,52 @@ def _basic_credentials(scope: dict[str, Any]) -> tuple[str, str] | bool | None:
     return None
 
 
-class BasicAuthMiddleware:
-    """Sets ``scope["user"]`` from HTTP Basic credentials, when the client sends them.
+def _bearer_token(scope: dict[str, Any]) -> str | None:
+    """The token of an ``Authorization: Bearer`` header (possibly empty), or None."""
+    header = _authorization(scope)
+    if header is None or header[0] != b"bearer":
+        return None
+    return header[1].decode("latin-1")
 
-    Wrong or malformed credentials set ``scope[AUTH_FAILED]`` and an anonymous user, and
-    the resource closes with 3000. Without an ``Authorization: Basic`` header the scope
-    is passed on unchanged (so a session user stays).
+
+class BasicAuthMiddleware:
+    """Sets ``scope["user"]`` from HTTP Basic credentials or a Bearer token, when the
+    client sends them.
+
+    Wrong, malformed or expired credentials set ``scope[AUTH_FAILED]`` and an anonymous
+    user, and the resource closes with 3000. Without an ``Authorization: Basic`` or
+    ``Bearer`` header the scope is passed on unchanged (so a session user stays).
     """
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        credentials = _basic_credentials(scope)
-        if credentials is not None:
+        basic = _basic_credentials(scope)
+        token = _bearer_token(scope) if basic is None else None
+        if basic is not None or token is not None:
             scope = dict(scope)
             user = None
-            if credentials:
-                username, password = credentials  # type: ignore[misc]
-                user = await database_sync_to_async(authenticate)(None, username=username, password=password)
-            if user is None or not user.is_active:
+            if basic:
+                username, password = basic  # type: ignore[misc]
+                user = await credentials.check_basic(username, password)
+                method = "basic"
+            elif token:
+                claims = tokens.read_token(token)
+                if claims is not None:
+                    user = await database_sync_to_async(credentials.active_user)(*claims)
+                method = "bearer"
+            if user is None:
                 scope["user"] = AnonymousUser()
                 scope[AUTH_FAILED] = True
             else:
                 scope["user"] = user
+                scope[AUTH_CREDENTIAL] = (method, credentials.fingerprint(user))
         return await self.inner(scope, receive, send)
 
 
 def ResourceAuthMiddlewareStack(inner: Any) -> Any:
-    """Session-cookie authentication for browsers, then HTTP Basic for other clients."""
+    """Session-cookie authentication for browsers, then HTTP Basic or Bearer for other clients."""
     return AuthMiddlewareStack(BasicAuthMiddleware(inner))
 
 

@@ -139,9 +139,11 @@ def broadcast_rows(model: type[models.Model], pks: Iterable[Any], *, using: str 
 
 
 def publish(target: Any, pk: Any, message: Any, *, using: str | None = None) -> None:
-    """Send ``message`` as a ``message`` frame to every subscriber of record ``pk`` of
-    ``target`` (a model class or instance, or a ``Resource`` class), in every process.
-    The record is not changed.
+    """Send ``message`` as a ``message`` frame to subscribers of record ``pk`` of
+    ``target``, in every process: with a model class or instance, to the subscribers of
+    every resource of that model; with a ``Resource`` class, only to that resource's own
+    (and those of resources that list it in ``accepts_messages_from``). The record is
+    not changed.
 
     For sync code (views, admin actions, tasks); resources use ``await self.publish()``.
     Inside ``transaction.atomic`` it is sent when the transaction commits, and not at all
@@ -153,19 +155,22 @@ def publish(target: Any, pk: Any, message: Any, *, using: str | None = None) -> 
 
 
 def message_event(target: Any, pk: Any, message: Any) -> tuple[tuple[str, str], Frame]:
-    """The groups and encoded ``message`` frame of a publish to record ``pk`` of ``target``."""
+    """The groups and encoded ``message`` frame of a publish to record ``pk`` of ``target``;
+    the frame's ``source`` is the resource class's identity (None for a model)."""
+    source: str | None = None
     if isinstance(target, models.Model):
         model: type[models.Model] | None = type(target)
     elif isinstance(target, type) and issubclass(target, models.Model):
         model = target
     else:
         model = getattr(target, "model", None)
+        source = target.message_source()
     if model is None:
         table, key = target.table_name(), tables.key(pk)
     else:
         pk = tables.parse_pk(model, pk)
         table, key = tables.table_name(model), tables.key(pk)
-    return record_groups(table, key), Frame(protocol.message_frame(pk, message, protocol.now_ms()))
+    return record_groups(table, key), Frame(protocol.message_frame(pk, message, protocol.now_ms()), source=source)
 
 
 # Delivery ------------------------------------------------------------------------------
@@ -179,7 +184,10 @@ def submit(groups: Iterable[str], frame: Frame) -> None:
             for group in groups:
                 hub.deliver_locally(group, frame)
         else:
-            events = [(group, protocol.event(group, frame.text, frame.record, frame.version)) for group in groups]
+            events = [
+                (group, protocol.event(group, frame.text, frame.record, frame.version, frame.source))
+                for group in groups
+            ]
             _sender().submit(events, message=frame.record is None)
     except Exception:
         metrics.throttled_warning("broadcast_failed", "harper_resources: broadcast failed", exc_info=True)

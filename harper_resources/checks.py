@@ -83,6 +83,7 @@ _POSITIVE_INTS = (
     "LOG_MAX_CHANGES",
     "PUBLISH_QUEUE_SIZE",
     "MESSAGE_BURST",
+    "PASSWORD_HASH_THREADS",
 )
 
 
@@ -96,7 +97,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     rate = settings.MESSAGE_RATE
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
         errors.append(_bad_setting("MESSAGE_RATE", rate, "a number of messages a second, more than 0"))
-    for name in ("EXIT_FLUSH_TIMEOUT", "LOG_RETENTION", "REPLAY_INTERVAL"):
+    for name in ("EXIT_FLUSH_TIMEOUT", "LOG_RETENTION", "REPLAY_INTERVAL", "AUTH_CACHE_SECONDS", "REAUTH_INTERVAL"):
         seconds = getattr(settings, name)
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
             errors.append(_bad_setting(name, seconds, "a number of seconds, 0 or more"))

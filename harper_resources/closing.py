@@ -55,3 +55,8 @@ def log_refusal(scope: dict[str, Any], user: Any, code: int) -> None:
     else:
         who = "anonymous"
     logger.info("harper_resources: refused %s for %s: close %d", scope.get("path"), who, code)
+
+
+def log_revocation(scope: dict[str, Any], user: Any, code: int) -> None:
+    """Log at INFO that an open connection was closed because its user lost access."""
+    logger.info("harper_resources: closed %s for user %s, who lost access: close %d", scope.get("path"), user.pk, code)

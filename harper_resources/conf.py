@@ -44,6 +44,14 @@ DEFAULTS: dict[str, Any] = {
     # broadcast it missed (a channel layer that was down, a writer killed after its
     # commit). 0 turns catch-up off.
     "REPLAY_INTERVAL": 1.0,
+    # Seconds a verified HTTP Basic login is remembered (re-checked against the user row,
+    # without hashing); 0 hashes the password on every handshake.
+    "AUTH_CACHE_SECONDS": 60.0,
+    # Threads that check passwords (hash) per process; more checks wait their turn.
+    "PASSWORD_HASH_THREADS": 2,
+    # Every this many seconds a server process checks its logged-in connections again and
+    # closes those whose user lost access (3000 or 3003). 0 turns it off.
+    "REAUTH_INTERVAL": 5.0,
 }
 
 PREFIX = "HARPER_RESOURCES_"

@@ -18,7 +18,7 @@ from django.contrib.auth import get_permission_codename
 from django.contrib.auth.models import AnonymousUser
 from django.db import models
 
-from . import broadcast, changelog, closing, metrics, protocol, tables, versions
+from . import broadcast, changelog, closing, metrics, protocol, reauth, tables, versions
 from .auth import AUTH_FAILED
 from .conf import settings
 from .exceptions import BadRequest, CloseConnection, Forbidden, InvalidStream, NotLoggedIn, ResourceNotFound
@@ -60,6 +60,11 @@ class Resource:
     capture: ClassVar[str] = "signals"
     id_kwarg: ClassVar[str] = "id"
     subprotocols: ClassVar[Sequence[str] | None] = None
+    #: Other resource classes whose published messages this resource's default stream
+    #: passes on. By default a stream takes messages published through its own class
+    #: (``await self.publish()``, ``publish(ThisResource, ...)``) and with the model
+    #: (``publish(Model, ...)``), never those of another resource of the same model.
+    accepts_messages_from: ClassVar[Sequence[type[Resource]]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -77,6 +82,8 @@ class Resource:
         self.options = protocol.SubscriptionOptions()
         self.subprotocol: str | None = None
         self._streams: list[Stream] = []
+        self._writer: asyncio.Future[None] | None = None
+        self._revoked: tuple[int, str] | None = None
 
     @classmethod
     def as_asgi(cls, **initkwargs: Any) -> Callable[..., Any]:
@@ -98,6 +105,11 @@ class Resource:
         if cls.model is not None:
             return tables.table_name(cls.model)
         return f"resource.{cls.__module__}.{cls.__qualname__}".lower()
+
+    @classmethod
+    def message_source(cls) -> str:
+        """The identity a message published through this class carries: its import path."""
+        return f"{cls.__module__}.{cls.__qualname__}"
 
     # Hooks a subclass may override -----------------------------------------------------
 
@@ -174,7 +186,7 @@ class Resource:
             group = protocol.record_group(table, tables.key(self.pk))
         if type(self).allow_record is not Resource.allow_record:
             stream._filter = self._record_filter()
-        listener = stream.send
+        listener = self._message_filter(stream.send)
         hub = get_hub()
         stream._add_cleanup(lambda: hub.unsubscribe(group, listener))
         try:
@@ -195,6 +207,16 @@ class Resource:
             return
         hub.note_versions(group, [*known, *first])
         stream._release(first)
+
+    def _message_filter(self, send: Callable[[Frame], None]) -> Callable[[Frame], None]:
+        """``send``, minus messages published through resources this one does not accept."""
+        accepted = {type(self).message_source(), *(cls.message_source() for cls in self.accepts_messages_from)}
+
+        def listener(frame: Frame) -> None:
+            if frame.source is None or frame.source in accepted:
+                send(frame)
+
+        return listener
 
     def _first_read(self) -> tuple[list[Frame], list[Frame]]:
         """The first frames, and the stored versions of the records they cover (deleted
@@ -323,7 +345,23 @@ class Resource:
         # Accepted only now: once a client sees the socket open, every change committed
         # after that reaches it.
         await self._accept()
-        await self._run(receive, incoming, outgoing)
+        if self.user.is_authenticated:
+            # Checked again every REAUTH_INTERVAL: losing access closes the socket.
+            reauth.watch(self)
+        try:
+            await self._run(receive, incoming, outgoing)
+        finally:
+            reauth.unwatch(self)
+
+    def _revoke(self, code: int, reason: str) -> None:
+        """Close this connection because its user lost access (``reauth``): nothing more
+        is written, and the close frame is ``code``."""
+        if self._revoked is not None:
+            return
+        self._revoked = (code, reason)
+        closing.log_revocation(self.scope, self.user, code)
+        if self._writer is not None:
+            self._writer.cancel()
 
     async def _refuse(self, code: int, reason: str) -> None:
         closing.log_refusal(self.scope, self.user, code)
@@ -382,7 +420,7 @@ class Resource:
             # A stream (the default one) takes client frames through on("data") or an
             # iteration already started; anything else reads them by iterating, later.
             incoming.keep_unread = not isinstance(outgoing, Stream)
-        writer = asyncio.ensure_future(self._write_then_close(outgoing))
+        writer = self._writer = asyncio.ensure_future(self._write_then_close(outgoing))
         for stream in self._streams:
             # A stream closed with abort (a client too slow to read) stops the writer at
             # once, even in the middle of a send the client does not take.
@@ -406,7 +444,7 @@ class Resource:
         try:
             await self._write(outgoing)
         except asyncio.CancelledError:
-            if not any(stream._aborted for stream in self._streams):
+            if self._revoked is None and not any(stream._aborted for stream in self._streams):
                 raise  # the client left: nobody to close for
         except Exception as exc:
             error = exc
@@ -485,6 +523,8 @@ class Resource:
 
     def _writer_close(self, error: BaseException | None) -> tuple[int, str]:
         """How to close once the outgoing stream ended, by itself or by ``error``."""
+        if self._revoked is not None:
+            return self._revoked
         if isinstance(error, CloseConnection):
             return error.code, error.reason
         if error is not None:

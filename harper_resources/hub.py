@@ -312,7 +312,12 @@ class Hub:
                 continue
             delay = 0.0
             if message.get("type") == protocol.EVENT_TYPE:
-                frame = Frame(message["frame"], message.get("record"), message.get("version") or 0.0)
+                frame = Frame(
+                    message["frame"],
+                    message.get("record"),
+                    message.get("version") or 0.0,
+                    source=message.get("source"),
+                )
                 self.dispatch(message["group"], frame)
 
     async def _renew_loop(self, expiry: float) -> None:

@@ -177,7 +177,17 @@ def record_group(table: str, key: str) -> str:
     return _fit(f"{_GROUP_PREFIX}.{table}._{_digest(key)}")
 
 
-def event(group: str, frame: str, record: str | None = None, version: float = 0.0) -> dict[str, Any]:
+def event(
+    group: str, frame: str, record: str | None = None, version: float = 0.0, source: str | None = None
+) -> dict[str, Any]:
     """The channel-layer message that carries ``frame`` to the subscribers of ``group``;
-    ``record`` and ``version`` identify the state a ``put``/``delete`` frame shows."""
-    return {"type": EVENT_TYPE, "group": group, "frame": frame, "record": record, "version": version}
+    ``record`` and ``version`` identify the state a ``put``/``delete`` frame shows,
+    ``source`` the resource class a ``message`` was published through."""
+    return {
+        "type": EVENT_TYPE,
+        "group": group,
+        "frame": frame,
+        "record": record,
+        "version": version,
+        "source": source,
+    }

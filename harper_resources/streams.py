@@ -100,14 +100,19 @@ class Frame:
     (``record``: the record's group name) and its ``version``, so that hubs and streams
     can drop a state older than one already delivered without parsing JSON. A
     ``message`` frame is no state: ``record`` is None and it is never dropped as stale.
+    A ``message`` published through a resource class carries that class's identity
+    (``source``: ``Resource.message_source()``); one published with a model has None.
     """
 
-    __slots__ = ("_data", "record", "text", "version")
+    __slots__ = ("_data", "record", "source", "text", "version")
 
-    def __init__(self, text: str, record: str | None = None, version: float = 0.0) -> None:
+    def __init__(
+        self, text: str, record: str | None = None, version: float = 0.0, *, source: str | None = None
+    ) -> None:
         self.text = text
         self.record = record
         self.version = version
+        self.source = source
         self._data: Any = None
 
     @property

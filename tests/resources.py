@@ -152,6 +152,13 @@ class Publisher(Public):
         return outgoing
 
 
+class HearsPublisher(Public):
+    """Dog's default stream, also passing on what Publisher publishes."""
+
+    model = Dog
+    accepts_messages_from = (Publisher,)
+
+
 class PlainPublisher(Public):
     """A plain resource: its stream carries only what is sent or published to it."""
 

@@ -47,6 +47,8 @@ websocket_urlpatterns = [
     path("close-callbacks/<str:id>", resources.CloseCallbacks.as_asgi()),
     path("generator-cleanup/<str:id>", resources.GeneratorCleanup.as_asgi()),
     path("publisher/<str:id>", resources.Publisher.as_asgi()),
+    path("publisher/", resources.Publisher.as_asgi()),
+    path("hears-publisher/<str:id>", resources.HearsPublisher.as_asgi()),
     path("plain-publisher/<str:id>", resources.PlainPublisher.as_asgi()),
     path("private-dog/<str:id>", resources.PrivateDogs.as_asgi()),
     path("private-dog/", resources.PrivateDogs.as_asgi()),

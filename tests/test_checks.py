@@ -75,3 +75,16 @@ def test_the_client_flood_limits_are_checked_as_E003():
     named = " ".join(error.msg for error in errors)
     for name in ("MESSAGE_RATE", "MESSAGE_BURST", "PUBLISH_QUEUE_SIZE", "SEND_QUEUE_BYTES"):
         assert f"HARPER_RESOURCES_{name} " in named
+
+
+@override_settings(
+    HARPER_RESOURCES_AUTH_CACHE_SECONDS=-1,
+    HARPER_RESOURCES_PASSWORD_HASH_THREADS=0,
+    HARPER_RESOURCES_REAUTH_INTERVAL="5",
+)
+def test_the_auth_settings_are_checked_as_E003():
+    errors = check_settings()
+    assert ids(errors) == ["harper_resources.E003"] * 3
+    named = " ".join(error.msg for error in errors)
+    for name in ("AUTH_CACHE_SECONDS", "PASSWORD_HASH_THREADS", "REAUTH_INTERVAL"):
+        assert f"HARPER_RESOURCES_{name} " in named

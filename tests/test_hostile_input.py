@@ -114,7 +114,7 @@ async def test_a_flood_of_big_frames_on_the_default_stream_is_not_kept_in_memory
 @pytest.mark.parametrize("layer", ["memory", "redis-pubsub"], indirect=True)
 async def test_a_client_that_floods_messages_is_closed_1008_and_changes_still_reach_others_promptly(ws, layer):
     dog = await db(Dog.objects.create)(name="Rex")
-    watcher = await ws(f"/dog/{dog.pk}")
+    watcher = await ws(f"/publisher/{dog.pk}")
     await watcher.receive()
     flooder = await ws(f"/publisher/{dog.pk}")  # publishes every message it gets to the dog's clients
     await flooder.receive()
@@ -170,7 +170,7 @@ async def test_a_client_that_never_reads_is_closed_1013_once_a_mib_of_frames_wai
     from tests.routing import application
 
     dog = await db(Dog.objects.create)(name="Rex")
-    slow = await ws(f"/dog/{dog.pk}", application=never_reads(application))
+    slow = await ws(f"/publisher/{dog.pk}", application=never_reads(application))
     await slow.receive()
     sender = await ws(f"/publisher/{dog.pk}")  # publishes each message to the dog's clients
     await sender.receive()

@@ -6,12 +6,14 @@ import base64
 import json
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from tests.live import ADMIN_PASSWORD, ADMIN_USER
+from tests.live import ADMIN_PASSWORD, ADMIN_USER, ROOT
 
 
 def basic(username, password):
@@ -121,3 +123,20 @@ def test_invalid_utf8_in_a_text_frame_closes_that_socket_only(demo_server):
         assert json.loads(bystander.recv(timeout=3)) == {"dogId": "341", "status": "connection active"}, (
             "the other socket on the same dog is unaffected"
         )
+
+
+def test_a_token_from_manage_py_resource_token_logs_a_script_in_with_bearer(demo_server):
+    printed = subprocess.run(
+        [sys.executable, "manage.py", "resource_token", ADMIN_USER, "--expires", "600"],
+        cwd=ROOT,
+        env=demo_server.env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    token = printed.strip()
+    assert printed == token + "\n", "the token is printed on a line of its own"
+    with connect(demo_server.ws_url + "/me", additional_headers={"Authorization": f"Bearer {token}"}) as sock:
+        assert json.loads(sock.recv(timeout=3))["username"] == ADMIN_USER
+    with connect(demo_server.ws_url + "/dog/341", additional_headers={"Authorization": f"Bearer {token}x"}) as sock:
+        assert close_code(sock) == 3000, "a forged token is refused even on a public resource"

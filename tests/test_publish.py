@@ -10,7 +10,8 @@ import harper_resources
 from harper_resources import Resource
 from project.dogs.models import Dog
 from tests.conftest import db
-from tests.resources import PlainPublisher
+from tests.resources import PlainPublisher, PrivateDogs
+from tests.test_auth import basic, make_user
 from tests.testapp.models import Stamped
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("layer")]
@@ -20,9 +21,9 @@ async def test_await_self_publish_reaches_every_subscriber_of_the_record(ws):
     dog = await db(Dog.objects.create)(name="Rex")
     other_dog = await db(Dog.objects.create)(name="Other")
     sender = await ws(f"/publisher/{dog.pk}")
-    watcher = await ws(f"/dog/{dog.pk}")
-    collection = await ws("/dog/")
-    bystander = await ws(f"/dog/{other_dog.pk}")
+    watcher = await ws(f"/publisher/{dog.pk}")
+    collection = await ws("/publisher/")
+    bystander = await ws(f"/publisher/{other_dog.pk}")
     for client in (sender, watcher, collection, collection, bystander):
         await client.receive()
     await sender.send({"note": "good with kids"})
@@ -40,6 +41,41 @@ async def test_publish_from_sync_code_reaches_websocket_subscribers(ws):
     await db(harper_resources.publish)(Dog, dog.pk, {"alert": "walk time"})
     frame = await client.receive()
     assert (frame["type"], frame["value"]) == ("message", {"alert": "walk time"})
+
+
+async def test_a_publish_through_a_protected_resource_never_reaches_a_public_one_of_the_same_model(ws):
+    dog = await db(Dog.objects.create)(name="Rex")
+    await db(make_user)("viewer", perms=["view_dog"])
+    secret = await ws(f"/private-dog/{dog.pk}", headers=basic("viewer", "pw-123456"))
+    public, collection = await ws(f"/dog/{dog.pk}"), await ws("/dog/")
+    for client in (secret, public, collection):
+        await client.receive()
+    await db(harper_resources.publish)(PrivateDogs, dog.pk, {"secret": "vet notes"})
+    frame = await secret.receive()
+    assert (frame["type"], frame["value"]) == ("message", {"secret": "vet notes"})
+    assert await public.nothing() and await collection.nothing()
+    sender = await ws(f"/publisher/{dog.pk}")
+    await sender.receive()
+    await sender.send({"from": "publisher"})
+    assert (await sender.receive())["value"] == {"from": "publisher"}
+    assert await public.nothing() and await collection.nothing() and await secret.nothing()
+
+
+async def test_a_publish_with_the_model_reaches_every_resource_of_it_and_a_resource_may_accept_anothers(ws):
+    dog = await db(Dog.objects.create)(name="Rex")
+    await db(make_user)("viewer", perms=["view_dog"])
+    secret = await ws(f"/private-dog/{dog.pk}", headers=basic("viewer", "pw-123456"))
+    clients = [secret, await ws(f"/dog/{dog.pk}"), await ws("/dog/"), await ws(f"/publisher/{dog.pk}")]
+    hears = await ws(f"/hears-publisher/{dog.pk}")
+    for client in (*clients, hears):
+        await client.receive()
+    await db(harper_resources.publish)(Dog, dog.pk, "to every resource of Dog")
+    for client in (*clients, hears):
+        assert (await client.receive())["value"] == "to every resource of Dog"
+    await clients[3].send("from the publisher")
+    assert (await hears.receive())["value"] == "from the publisher", "accepts_messages_from lets it through"
+    assert (await clients[3].receive())["value"] == "from the publisher"
+    assert all([await client.nothing() for client in clients[:3]])
 
 
 async def test_publishing_leaves_the_records_version_unchanged(ws):
