@@ -100,15 +100,20 @@ class Frame:
     (``record``: the record's group name) and its ``version``, so that hubs and streams
     can drop a state older than one already delivered without parsing JSON. A
     ``message`` frame is no state: ``record`` is None and it is never dropped as stale.
+
+    Every local subscriber shares one ``Frame`` per change; a resource with its own
+    ``fields``/``exclude``/``serialize`` keeps its projected copy on it (``_views``).
     """
 
-    __slots__ = ("_data", "record", "text", "version")
+    __slots__ = ("_data", "_views", "record", "text", "version")
 
     def __init__(self, text: str, record: str | None = None, version: float = 0.0) -> None:
         self.text = text
         self.record = record
         self.version = version
         self._data: Any = None
+        #: This frame as each projecting resource class sends it (``projection.py``).
+        self._views: dict[object, Frame | None] | None = None
 
     @property
     def data(self) -> dict[str, Any]:
