@@ -495,13 +495,10 @@ class Resource:
     async def _write(self, outgoing: AsyncIterator[Any]) -> None:
         send = self._asgi_send
         if isinstance(outgoing, Stream):
-            # The fast path of the default stream: while this writer is idle, the stream
-            # writes frames itself (no wake-up per frame); when woken, this writes every
-            # frame that arrived meanwhile in one go, after any write still in flight.
-            outgoing._direct_send = send
+            # Every send runs here, in this connection's task and context (server or
+            # middleware code around ``send`` may use timeouts, task groups and
+            # contextvars); one wake-up writes every frame that arrived meanwhile.
             while True:
-                if outgoing._inflight is not None:
-                    await asyncio.wait([outgoing._inflight])
                 batch = outgoing._take_all()
                 if batch:
                     for item in batch:
