@@ -55,7 +55,7 @@ def trigger_sql(model: type[models.Model], connection: Any) -> list[str]:
     pk = qn(opts.pk.column)
 
     def value(row: str) -> str:
-        pairs = ", ".join(f"{_literal(connection, f.name)}, {row}.{qn(f.column)}" for f in opts.concrete_fields)
+        pairs = ", ".join(f"{_literal(connection, f.name)}, {row}.{qn(f.column)}" for f in tables.value_fields(model))
         return f"json_build_object({pairs})"
 
     body = f"""

@@ -4,6 +4,8 @@
 - ``harper_resources.E002``: a Resource's ``model`` is not a concrete Django model.
 - ``harper_resources.E003``: a ``HARPER_RESOURCES_*`` setting has a bad value.
 - ``harper_resources.W001``: the layer would drop bursts on the hubs' channels (capacity).
+- ``harper_resources.W003``: a Resource's model has secret-looking fields and the
+  resource does not say with ``fields`` what its ``value`` holds.
 """
 
 from __future__ import annotations
@@ -71,6 +73,30 @@ def check_resources(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
                 )
             )
     return errors
+
+
+@checks.register()
+def check_secret_fields(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    from . import tables
+
+    warnings: list[checks.CheckMessage] = []
+    for cls in _all_resources():
+        model = cls.model
+        if not (isinstance(model, type) and issubclass(model, models.Model)) or model._meta.abstract:
+            continue
+        secrets = [name for name in tables.secret_fields(model) if name not in cls.exclude]
+        if cls.fields is not None or not secrets:
+            continue
+        warnings.append(
+            checks.Warning(
+                f"{cls.__module__}.{cls.__qualname__} streams {model._meta.label}, which has fields that look like "
+                f"secrets ({', '.join(secrets)}); they are left out of value, but every other field is sent.",
+                hint='Say what value holds: fields = ("id", "username", ...) on the resource.',
+                obj=cls,
+                id="harper_resources.W003",
+            )
+        )
+    return warnings
 
 
 _POSITIVE_INTS = (

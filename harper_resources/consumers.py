@@ -23,6 +23,7 @@ from .auth import AUTH_FAILED
 from .conf import settings
 from .exceptions import BadRequest, CloseConnection, Forbidden, InvalidStream, NotLoggedIn, ResourceNotFound
 from .hub import get_hub
+from .projection import Projection
 from .ratelimit import TokenBucket
 from .streams import Frame, IncomingMessages, Send, Stream, asgi_message
 
@@ -47,6 +48,10 @@ class Resource:
     - ``id_kwarg``: the URL keyword holding the record id (``"id"``).
     - ``subprotocols``: the WebSocket subprotocols this resource speaks; None (the
       default) accepts the first one the client offers (see ``select_subprotocol``).
+    - ``fields`` / ``exclude``: the field names a ``put``'s ``value`` holds (None: every
+      field of the table's value) and those it leaves out. Fields named like secrets
+      (``password``, ``*_token``, ...: ``tables.SECRET_NAME``) are sent only when
+      listed in ``fields``. ``serialize(record)`` reshapes the result.
 
     Per connection: ``self.scope``, ``self.user``, ``self.id`` (the id text from the URL,
     None on a collection path), ``self.pk`` (that id as the model's primary key) and
@@ -65,12 +70,14 @@ class Resource:
     #: (``await self.publish()``, ``publish(ThisResource, ...)``) and with the model
     #: (``publish(Model, ...)``), never those of another resource of the same model.
     accepts_messages_from: ClassVar[Sequence[type[Resource]]] = ()
+    fields: ClassVar[Sequence[str] | None] = None
+    exclude: ClassVar[Sequence[str]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         model = getattr(cls, "model", None)
         if isinstance(model, type) and issubclass(model, models.Model) and not model._meta.abstract:
-            tables.register(model, capture=cls.capture)
+            tables.register(model, capture=cls.capture, fields=cls.fields)
 
     def __init__(self, **initkwargs: Any) -> None:
         for name, value in initkwargs.items():
@@ -148,6 +155,14 @@ class Resource:
         """
         return True
 
+    def serialize(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The ``value`` to send for ``record`` (field name to JSON value, after
+        ``fields``/``exclude``). Default: ``record`` as it is. Override to add computed
+        keys or rename fields; it must not touch the database, and it runs once per
+        change per resource class (the result is shared by every connection of this
+        class), so it must depend on ``record`` only, never on the connection."""
+        return record
+
     def connect(self, incoming_messages: IncomingMessages | None = None) -> Any:
         """The connection's outgoing stream. Default: the record stream (see the README).
 
@@ -184,8 +199,7 @@ class Resource:
             group = protocol.table_group(table)
         else:
             group = protocol.record_group(table, tables.key(self.pk))
-        if type(self).allow_record is not Resource.allow_record:
-            stream._filter = self._record_filter()
+        stream._filter = self._stream_filter()
         listener = self._message_filter(stream.send)
         hub = get_hub()
         stream._add_cleanup(lambda: hub.unsubscribe(group, listener))
@@ -281,6 +295,34 @@ class Resource:
             version = stored.get(key, 0.0)
             frames.append(Frame(tables.put_frame(record, version), protocol.record_group(table, key), version))
         return frames
+
+    def _projection(self) -> Projection | None:
+        """This resource's ``fields``/``exclude``/``serialize``, or None when it sends
+        the table's value as it is (no field of the model looks like a secret)."""
+        cls = type(self)
+        model = cls.model
+        if model is None:
+            return None
+        custom = cls.serialize is not Resource.serialize
+        if cls.fields is None and not cls.exclude and not custom and not tables.secret_fields(model):
+            return None
+        return Projection(cls, model, cls.fields, cls.exclude, self.serialize if custom else None)
+
+    def _stream_filter(self) -> Callable[[Frame], Frame | None] | None:
+        """The filter of the default stream: ``allow_record`` (on the table's value),
+        then this resource's projection; None when neither applies."""
+        projection = self._projection()
+        if type(self).allow_record is Resource.allow_record:
+            return projection
+        allowed = self._record_filter()
+        if projection is None:
+            return allowed
+
+        def admit(frame: Frame) -> Frame | None:
+            shown = allowed(frame)
+            return None if shown is None else projection(shown)
+
+        return admit
 
     def _allows(self, record: dict[str, Any]) -> bool:
         try:
@@ -491,13 +533,10 @@ class Resource:
     async def _write(self, outgoing: AsyncIterator[Any]) -> None:
         send = self._asgi_send
         if isinstance(outgoing, Stream):
-            # The fast path of the default stream: while this writer is idle, the stream
-            # writes frames itself (no wake-up per frame); when woken, this writes every
-            # frame that arrived meanwhile in one go, after any write still in flight.
-            outgoing._direct_send = send
+            # Every send runs here, in this connection's task and context (server or
+            # middleware code around ``send`` may use timeouts, task groups and
+            # contextvars); one wake-up writes every frame that arrived meanwhile.
             while True:
-                if outgoing._inflight is not None:
-                    await asyncio.wait([outgoing._inflight])
                 batch = outgoing._take_all()
                 if batch:
                     for item in batch:

@@ -58,38 +58,6 @@ def _cost(item: Any) -> int:
         return 0
 
 
-def run_eagerly(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
-    """Run ``coro`` at once, up to its first suspension. None if it finished there (an
-    ASGI send usually does: it writes to the transport and returns); otherwise a task
-    that finishes it. Saves a task switch per frame on the delivery path."""
-    try:
-        yielded = coro.send(None)
-    except StopIteration:
-        return None
-    return asyncio.ensure_future(_finish_eagerly(coro, yielded))
-
-
-async def _finish_eagerly(coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
-    # What asyncio.Task does for a coroutine: wait for what it yielded, then resume it.
-    while True:
-        try:
-            if yielded is None:
-                await asyncio.sleep(0)
-            else:
-                yielded._asyncio_future_blocking = False
-                await asyncio.wait([yielded])
-        except asyncio.CancelledError:
-            try:
-                yielded = coro.throw(asyncio.CancelledError())
-            except StopIteration:
-                return
-            continue
-        try:
-            yielded = coro.send(None)
-        except StopIteration:
-            return
-
-
 class Frame:
     """A record frame (``put``/``delete``/``message``) already encoded as JSON text.
 
@@ -102,9 +70,12 @@ class Frame:
     ``message`` frame is no state: ``record`` is None and it is never dropped as stale.
     A ``message`` published through a resource class carries that class's identity
     (``source``: ``Resource.message_source()``); one published with a model has None.
+
+    Every local subscriber shares one ``Frame`` per change; a resource with its own
+    ``fields``/``exclude``/``serialize`` keeps its projected copy on it (``_views``).
     """
 
-    __slots__ = ("_data", "record", "source", "text", "version")
+    __slots__ = ("_data", "_views", "record", "source", "text", "version")
 
     def __init__(
         self, text: str, record: str | None = None, version: float = 0.0, *, source: str | None = None
@@ -114,6 +85,8 @@ class Frame:
         self.version = version
         self.source = source
         self._data: Any = None
+        #: This frame as each projecting resource class sends it (``projection.py``).
+        self._views: dict[object, Frame | None] | None = None
 
     @property
     def data(self) -> dict[str, Any]:
@@ -230,10 +203,6 @@ class Stream(_Emitter):
         #: Called when the stream is closed with ``abort``: the writer must stop now.
         self._on_abort: Callable[[], object] | None = None
         self._aborted = False
-        #: Set by the connection when this stream is its whole output: while the writer
-        #: is idle, ``send`` then writes to the socket itself instead of waking it.
-        self._direct_send: Send | None = None
-        self._inflight: asyncio.Task[Any] | None = None
         #: Applied to each ``Frame`` sent once the first frames are out: returns the
         #: frame to send (possibly another one) or None to skip it (``allow_record``).
         self._filter: Callable[[Frame], Frame | None] | None = None
@@ -257,28 +226,6 @@ class Stream(_Emitter):
             if message is None:
                 return
         queue = self._queue
-        if (
-            queue is None
-            and self._waiter is not None
-            and self._direct_send is not None
-            and self._inflight is None
-            and not self._held
-        ):
-            # The writer is idle and nothing waits: write now, in order by construction.
-            asgi = asgi_message(message)
-            if asgi is not None:
-                try:
-                    task = run_eagerly(self._direct_send(asgi))  # type: ignore[arg-type]
-                except Exception as exc:
-                    self._send_failed(exc)
-                    return
-                if task is not None:
-                    self._inflight = task
-                    if self._tasks is None:
-                        self._tasks = set()
-                    self._tasks.add(task)
-                    task.add_done_callback(self._inflight_done)
-            return
         size = _cost(message)
         if queue is None:
             queue = self._queue = collections.deque()
@@ -308,16 +255,6 @@ class Stream(_Emitter):
             if self._on_abort is not None:
                 self._on_abort()
         self._wake()
-
-    def _inflight_done(self, task: asyncio.Task[Any]) -> None:
-        self._inflight = None
-        if self._tasks is not None:
-            self._tasks.discard(task)
-        error = None if task.cancelled() else task.exception()
-        if error is not None:
-            self._send_failed(error)
-        elif self._queue:
-            self._wake()
 
     def _send_failed(self, error: BaseException) -> None:
         """A write to the socket raised. A send to a departed client is a disconnect, not
@@ -417,7 +354,6 @@ class Stream(_Emitter):
         self._cleanups = None
         self._mark_subscribed(False)
         self._on_abort = None
-        self._direct_send = None
         self._cancel_tasks()
         # After the cancel: an async close callback runs as a task of its own, to the end.
         self._emit("close")

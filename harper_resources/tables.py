@@ -7,7 +7,8 @@ a process that only saves records (a management command, a script) broadcasts to
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -18,15 +19,27 @@ from . import protocol
 _tables: set[type[models.Model]] = set()
 _captured: set[type[models.Model]] = set()
 _watchers: list[Callable[[type[models.Model]], None]] = []
+# Per table, the secret-looking fields some Resource lists in ``fields`` explicitly.
+_exposed: dict[type[models.Model], set[str]] = {}
+
+#: Field names that look like secrets: ``password``, ``passwd``, ``secret``, ``token``,
+#: ``api_key``, alone or at the end of a name (``reset_token``, ``client_secret``).
+SECRET_NAME = re.compile(r"(?:^|_)(?:password|passwd|secret|token|api_key)\Z", re.IGNORECASE)
 
 
-def register(model: type[models.Model], capture: str = "signals") -> None:
+def register(model: type[models.Model], capture: str = "signals", fields: Iterable[str] | None = None) -> None:
     """Make ``model`` (and so its concrete model) a table whose changes are broadcast;
-    ``capture="database"`` asks for database-level capture where the database can."""
+    ``capture="database"`` asks for database-level capture where the database can;
+    ``fields``, a Resource's explicit field list, lets the secret-looking fields it
+    names into the table's value."""
     table = model._meta.concrete_model or model
     _tables.add(table)
     if capture == "database":
         _captured.add(table)
+    listed = {name for name in fields or () if SECRET_NAME.search(name)}
+    if listed:
+        _exposed.setdefault(table, set()).update(listed)
+    _value_fields.clear()
     for watcher in _watchers:
         watcher(table)
 
@@ -105,10 +118,39 @@ def key(pk: Any) -> str:
     return str(pk)
 
 
+def secret_fields(model: type[models.Model]) -> list[str]:
+    """The names of ``model``'s concrete fields that look like secrets (``SECRET_NAME``)."""
+    return [field.name for field in model._meta.concrete_fields if SECRET_NAME.search(field.name)]
+
+
+def exposed_fields(model: type[models.Model]) -> set[str]:
+    """The secret-looking fields of ``model``'s table that some Resource lists in ``fields``."""
+    return set(_exposed.get(model._meta.concrete_model or model, ()))
+
+
+_value_fields: dict[type[models.Model], list[Any]] = {}
+
+
+def value_fields(model: type[models.Model]) -> list[Any]:
+    """The fields of the table's canonical ``value``: every concrete field but those that
+    look like secrets, unless a Resource of the table lists them in ``fields``."""
+    found = _value_fields.get(model)
+    if found is None:
+        exposed = _exposed.get(model._meta.concrete_model or model, set())
+        found = _value_fields[model] = [
+            field
+            for field in model._meta.concrete_fields
+            if not SECRET_NAME.search(field.name) or field.name in exposed
+        ]
+    return found
+
+
 def record_value(instance: models.Model) -> dict[str, Any]:
-    """The record as the ``value`` of a ``put`` frame: every concrete field by name
-    (a foreign key as the related primary key), the primary key included."""
-    return {field.name: field.value_from_object(instance) for field in instance._meta.concrete_fields}
+    """The record as the ``value`` of a ``put`` frame (the table's canonical value, which
+    every subscriber's own ``fields``/``exclude``/``serialize`` start from): each field of
+    ``value_fields`` by name (a foreign key as the related primary key), the primary key
+    included."""
+    return {field.name: field.value_from_object(instance) for field in value_fields(type(instance))}
 
 
 class _RowReader:

@@ -59,6 +59,10 @@ TEMPLATES = [
 
 WSGI_APPLICATION = None
 ASGI_APPLICATION = "project.asgi.application"
+# What daphne's runserver (manage.py rundemo) allows per WebSocket message and frame:
+# daphne's defaults, stated so they are never raised unseen (docs/deployment.md).
+DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE = 1024 * 1024
+DAPHNE_WEBSOCKET_MAX_FRAME_SIZE = 1024 * 1024
 
 DATABASES = {
     "default": dj_database_url.config(default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=0),

@@ -17,6 +17,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_USER, ADMIN_PASSWORD = "admin", "admin-password-for-tests"
 
+#: The limits docs/deployment.md tells every deployment to run each server with (a test
+#: checks the page shows them as they are here).
+UVICORN_LIMITS = ["--ws-max-size", "1048576", "--ws-per-message-deflate", "false"]
+DAPHNE_LIMITS = ["--websocket-max-message-size", "1048576", "--websocket-max-frame-size", "1048576"]
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -70,10 +75,11 @@ class DemoServer:
         return self
 
     def command(self) -> list[str]:
+        """The server's command line, with the limits docs/deployment.md recommends."""
         if self.server == "uvicorn":
-            return [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port)]
+            return [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port), *UVICORN_LIMITS]
         daphne = shutil.which("daphne", path=str(Path(sys.executable).parent)) or "daphne"
-        return [daphne, "-b", "127.0.0.1", "-p", str(self.port)]
+        return [daphne, "-b", "127.0.0.1", "-p", str(self.port), *DAPHNE_LIMITS]
 
     def start(self, prepare: bool = True) -> DemoServer:
         if prepare:

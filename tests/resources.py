@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
+from django.contrib.auth.models import User
+
 from harper_resources import Resource
 from harper_resources.exceptions import CloseConnection
 from project.dogs.models import Dog
@@ -272,3 +274,38 @@ class GeneratorIteratesLate(Public):
         await go.wait()
         async for message in incoming_messages:
             yield {"iterated": message}
+
+
+class Users(Public):
+    """A resource on Django's User with no ``fields``: the password hash must stay home.
+    (System check W003 warns about exactly this resource.)"""
+
+    model = User
+
+
+class DogNames(Public):
+    """Only the key and the name of each dog."""
+
+    model = Dog
+    fields = ("id", "name")
+
+
+class LabelledDogs(Public):
+    """Every field but the age, and a computed label."""
+
+    model = Dog
+    exclude = ("age",)
+
+    def serialize(self, record):
+        return {**record, "label": f"{record['name']} the {record['breed']}"}
+
+
+class CountedDogs(Public):
+    """Counts how often its ``serialize`` runs."""
+
+    model = Dog
+    serialized = 0
+
+    def serialize(self, record):
+        type(self).serialized += 1
+        return record

@@ -60,6 +60,11 @@ websocket_urlpatterns = [
     path("async-allow/<str:id>", resources.AsyncAllowRead.as_asgi()),
     path("young-dogs/", resources.YoungDogsOnly.as_asgi()),
     path("young-dogs/<str:id>", resources.YoungDogsOnly.as_asgi()),
+    path("user/<str:id>", resources.Users.as_asgi()),
+    path("dog-names/<str:id>", resources.DogNames.as_asgi()),
+    path("dog-names/", resources.DogNames.as_asgi()),
+    path("labelled-dog/<str:id>", resources.LabelledDogs.as_asgi()),
+    path("counted-dog/<str:id>", resources.CountedDogs.as_asgi()),
 ]
 
 application = ResourceAuthMiddlewareStack(ResourceRouter(websocket_urlpatterns))

@@ -14,7 +14,10 @@ def ids(messages):
 
 
 def test_the_demo_configuration_passes_every_check():
-    assert checks.run_checks() == []
+    from tests.resources import Users
+
+    # tests.resources.Users is there to be warned about (W003, in tests/test_fields.py).
+    assert [message for message in checks.run_checks() if message.obj is not Users] == []
 
 
 @override_settings(CHANNEL_LAYERS={})

@@ -164,40 +164,7 @@ def test_a_frame_is_written_as_its_text_and_readable_as_a_mapping():
     assert frame["type"] == "put" and frame.get("value") == {"name": "Rex"} and frame.get("missing") is None
 
 
-async def test_run_eagerly_finishes_a_coroutine_that_does_not_suspend_without_a_task():
-    from harper_resources.streams import run_eagerly
-
-    done = []
-
-    async def quick():
-        done.append(1)
-
-    assert run_eagerly(quick()) is None
-    assert done == [1]
-
-
-async def test_run_eagerly_hands_a_suspended_coroutine_to_a_task_that_finishes_it():
-    import asyncio
-
-    from harper_resources.streams import run_eagerly
-
-    gate = asyncio.get_running_loop().create_future()
-    steps = []
-
-    async def slow():
-        steps.append("start")
-        steps.append(await gate)
-        await asyncio.sleep(0)
-        steps.append("end")
-
-    task = run_eagerly(slow())
-    assert task is not None and steps == ["start"]
-    gate.set_result("resumed")
-    await task
-    assert steps == ["start", "resumed", "end"]
-
-
-async def test_the_direct_path_keeps_frame_order_and_never_sends_two_at_once_when_a_send_blocks():
+async def test_the_writer_keeps_frame_order_and_never_sends_two_at_once_when_a_send_blocks():
     """While a socket write is stuck (a client applying backpressure), later frames queue
     behind it and go out in order, one send at a time."""
     import asyncio
@@ -220,7 +187,7 @@ async def test_the_direct_path_keeps_frame_order_and_never_sends_two_at_once_whe
     stream = Stream()
     writer = asyncio.ensure_future(resource._write(stream))
     await asyncio.sleep(0)
-    stream.send("first")  # written directly by send(): the writer is idle
+    stream.send("first")
     stream.send("block")  # this write suspends
     for n in range(5):
         stream.send(n)  # these must wait behind it
@@ -234,7 +201,7 @@ async def test_the_direct_path_keeps_frame_order_and_never_sends_two_at_once_whe
     assert most[0] == 1, "never two sends on one socket at once"
 
 
-async def test_while_the_first_frames_load_nothing_is_written_directly_ahead_of_them():
+async def test_while_the_first_frames_load_nothing_is_written_ahead_of_them():
     import asyncio
 
     from harper_resources.consumers import Resource
@@ -252,7 +219,7 @@ async def test_while_the_first_frames_load_nothing_is_written_directly_ahead_of_
     await asyncio.sleep(0)  # the writer is idle, waiting
     stream.send({"status": "pulse"})
     await asyncio.sleep(0.01)
-    assert sent == [], "held: not even an idle writer's direct path may send"
+    assert sent == [], "held: not even an idle writer may send"
     stream._release([Frame('{"type":"put"}')])
     await asyncio.sleep(0.01)
     stream.close()
