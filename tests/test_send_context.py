@@ -11,7 +11,7 @@ import pytest
 
 from project.dogs.models import Dog
 from tests.conftest import db
-from tests.routing import application as test_routes
+from tests.routing import application as routes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,7 +39,7 @@ def timed_sends(app, seen):
 async def test_live_frames_are_sent_in_the_connections_own_task_and_context(ws):
     dog = await db(Dog.objects.create)(name="Rex", breed="Beagle", age=3)
     seen = []
-    application = timed_sends(test_routes, seen)
+    application = timed_sends(routes, seen)
     clients = [await ws(f"/dog/{dog.pk}", application=application) for _ in range(3)]
     for client in clients:
         assert (await client.receive())["value"]["age"] == 3
