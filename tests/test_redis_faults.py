@@ -171,7 +171,8 @@ def test_a_client_that_stops_reading_is_closed_1013_while_a_fast_one_gets_everyt
         slow = raw_websocket(server.port, "/dog/341")  # handshake, then never reads
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         n = 400
-        with connect(server.ws_url + "/dog/341", max_size=None) as fast:
+        # max_queue=None: the client reads the socket as fast as it can, buffering on its side.
+        with connect(server.ws_url + "/dog/341", max_size=None, max_queue=None) as fast:
             assert next_record(fast)["type"] == "put"
             rss_before = rss_kib(server.process.pid)
             started = time.monotonic()
