@@ -65,6 +65,13 @@ class Client:
     async def send_bytes(self, data: bytes) -> None:
         await self.communicator.send_to(bytes_data=data)
 
+    async def until_quiet(self, quiet: float = 0.5) -> list[Any]:
+        """Every frame until none arrives for ``quiet`` seconds."""
+        frames = []
+        while not await self.nothing(timeout=quiet):
+            frames.append(await self.receive())
+        return frames
+
     async def leave(self) -> None:
         await self.communicator.disconnect()
 

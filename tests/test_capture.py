@@ -14,13 +14,6 @@ from tests.conftest import db
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def frames_until_quiet(client, quiet=0.5):
-    frames = []
-    while not await client.nothing(timeout=quiet):
-        frames.append(await client.receive())
-    return frames
-
-
 def stored(pk):
     dog = Dog.objects.get(pk=pk)
     return {"id": dog.pk, "name": dog.name, "breed": dog.breed, "age": dog.age}

@@ -16,13 +16,6 @@ from tests.conftest import db
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("layer")]
 
 
-async def frames_until_quiet(client, quiet=0.5):
-    frames = []
-    while not await client.nothing(timeout=quiet):
-        frames.append(await client.receive())
-    return frames
-
-
 async def test_a_collection_resumed_with_since_gets_each_changed_records_final_state_and_nothing_else(ws):
     dogs = [await db(Dog.objects.create)(name=f"Dog {n}", age=0) for n in range(13)]
     client = await ws("/dog/")
@@ -49,7 +42,7 @@ async def test_a_collection_resumed_with_since_gets_each_changed_records_final_s
     unchanged = {dog.pk for dog in dogs} - changed - deleted
     assert unchanged, "the scenario leaves some dogs alone"
     resumed = await ws(f"/dog/?since={since!r}")
-    frames = await frames_until_quiet(resumed)
+    frames = await resumed.until_quiet()
     assert {f["id"] for f in frames if f["type"] == "put"} == changed
     assert {f["id"] for f in frames if f["type"] == "delete"} == deleted
     assert len(frames) == len(changed) + len(deleted), "one frame per changed record"
@@ -73,12 +66,12 @@ async def test_a_record_resumed_with_since_gets_its_current_state_only_if_it_cha
         await db(dog.save)()
     assert [(await unchanged.receive())["value"]["age"] for _ in range(2)] == [2, 3]
     resumed = await ws(f"/dog/{dog.pk}?since={first['version']!r}")
-    frames = await frames_until_quiet(resumed)
+    frames = await resumed.until_quiet()
     assert [(f["type"], f["value"]["age"]) for f in frames] == [("put", 3)]
     pk = dog.pk
     await db(dog.delete)()
     after_delete = await ws(f"/dog/{pk}?since={frames[0]['version']!r}")
-    assert [f["type"] for f in await frames_until_quiet(after_delete)] == ["delete"]
+    assert [f["type"] for f in await after_delete.until_quiet()] == ["delete"]
 
 
 async def test_since_older_than_the_log_keeps_gets_a_reset_then_the_full_dump(ws):
@@ -92,7 +85,7 @@ async def test_since_older_than_the_log_keeps_gets_a_reset_then_the_full_dump(ws
     client = await ws(f"/dog/?since={since!r}")
     reset = await client.receive()
     assert reset["type"] == "reset" and reset["version"] > since
-    dump = await frames_until_quiet(client)
+    dump = await client.until_quiet()
     assert [(f["type"], f["id"], f["value"]["age"]) for f in dump] == [("put", old.pk, 2)]
 
 
@@ -102,7 +95,7 @@ async def test_previous_count_gives_the_last_changes_oldest_first_and_no_extra_f
         dog.age = age
         await db(dog.save)()
     client = await ws(f"/dog/{dog.pk}?previousCount=3")
-    frames = await frames_until_quiet(client)
+    frames = await client.until_quiet()
     assert [(f["type"], f["value"]["age"]) for f in frames] == [("put", 3), ("put", 4), ("put", 5)]
     assert set(frames[0]) == {"id", "localTime", "value", "version", "type"}, "clean frames"
     dog.age = 6
