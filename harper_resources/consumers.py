@@ -247,7 +247,8 @@ class Resource:
         return first, known
 
     def _first_frames(self) -> list[Frame]:
-        """What the stream sends before live changes, as the subscription options ask:
+        """What the stream sends before live changes, as the subscription options ask
+        (called inside ``_first_read``'s consistent view):
 
         - by default the ``put`` of the record (or of the collection's first records);
         - ``since``: per record changed after it, its newest change from the log (none if
@@ -262,9 +263,8 @@ class Resource:
         record = None if self.id is None else protocol.record_group(table, tables.key(self.pk))
         using = self.get_queryset().db
         if options.since is not None:
-            with versions.snapshot(using):
-                if options.since >= changelog.horizon(using):
-                    return self._logged(changelog.latest_since(using, table, record, options.since))
+            if options.since >= changelog.horizon(using):
+                return self._logged(changelog.latest_since(using, table, record, options.since))
             return [Frame(protocol.reset_frame()), *self._current_frames()]
         if options.previous_count is not None:
             logged = self._logged(changelog.previous(using, table, record, options.previous_count))
@@ -279,17 +279,17 @@ class Resource:
 
     def _current_frames(self) -> list[Frame]:
         """The ``put`` of the record (or of the collection's first records), each with
-        the stored version of the state it shows, read in one consistent view."""
+        the stored version of the state it shows (read inside ``_first_read``'s one
+        consistent view)."""
         queryset = self.get_queryset()
         using = queryset.db
         table = self.table_name()
-        with versions.snapshot(using):
-            if self.id is not None:
-                records = list(queryset.filter(pk=self.pk)[:1])
-            else:
-                records = list(queryset.order_by("pk")[: settings.COLLECTION_LIMIT])
-            keys = [tables.key(record.pk) for record in records]
-            stored = versions.stored(using, table, keys)
+        if self.id is not None:
+            records = list(queryset.filter(pk=self.pk)[:1])
+        else:
+            records = list(queryset.order_by("pk")[: settings.COLLECTION_LIMIT])
+        keys = [tables.key(record.pk) for record in records]
+        stored = versions.stored(using, table, keys)
         frames = []
         for record, key in zip(records, keys, strict=True):
             version = stored.get(key, 0.0)
