@@ -69,16 +69,15 @@ def _entries(rows: Any) -> list[Entry]:
 
 def latest_since(using: str, table: str, record: str | None, since: float) -> list[Entry]:
     """For each record of ``table`` (or only ``record``) changed after ``since``, its
-    newest change, oldest first."""
-    from django.db.models import Max
+    newest change, oldest first: one query that reads only those rows."""
+    from django.db.models import Exists, OuterRef
 
-    changes = _model()._default_manager.using(using).filter(table=table, version__gt=since)
+    model = _model()
+    changes = model._default_manager.using(using).filter(table=table, version__gt=since)
     if record is not None:
         changes = changes.filter(record=record)
-    newest = changes.values("record").annotate(newest=Max("version")).values_list("record", "newest")
-    wanted = {(name, version) for name, version in newest}
-    found = [entry for entry in _entries(changes.order_by("version", "id")) if (entry.record, entry.version) in wanted]
-    return found
+    newer = model._default_manager.using(using).filter(record=OuterRef("record"), version__gt=OuterRef("version"))
+    return _entries(changes.filter(~Exists(newer)).order_by("version", "id"))
 
 
 def previous(using: str, table: str, record: str | None, count: int) -> list[Entry]:

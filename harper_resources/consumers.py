@@ -237,16 +237,17 @@ class Resource:
         ones included, for the collection those of the last ``KNOWN_WINDOW`` ms), as
         frames that carry only a record and a version: a state older than those,
         arriving later, is stale whatever the first frames showed."""
-        using = self.get_queryset().db
+        queryset = self.get_queryset()
+        using = queryset.db
         table = self.table_name()
         key = None if self.id is None else tables.key(self.pk)
         with versions.snapshot(using):
-            first = self._first_frames()
+            first = self._first_frames(queryset)
             recent = versions.recent(using, table, key, protocol.now_ms() - KNOWN_WINDOW)
         known = [Frame("", protocol.record_group(table, k), version) for k, version in recent.items()]
         return first, known
 
-    def _first_frames(self) -> list[Frame]:
+    def _first_frames(self, queryset: models.QuerySet[Any]) -> list[Frame]:
         """What the stream sends before live changes, as the subscription options ask
         (called inside ``_first_read``'s consistent view):
 
@@ -261,27 +262,26 @@ class Resource:
         options = self.options
         table = self.table_name()
         record = None if self.id is None else protocol.record_group(table, tables.key(self.pk))
-        using = self.get_queryset().db
+        using = queryset.db
         if options.since is not None:
             if options.since >= changelog.horizon(using):
                 return self._logged(changelog.latest_since(using, table, record, options.since))
-            return [Frame(protocol.reset_frame()), *self._current_frames()]
+            return [Frame(protocol.reset_frame()), *self._current_frames(queryset)]
         if options.previous_count is not None:
             logged = self._logged(changelog.previous(using, table, record, options.previous_count))
-            return logged or self._current_frames()
+            return logged or self._current_frames(queryset)
         if options.omit_current:
             return []
-        return self._current_frames()
+        return self._current_frames(queryset)
 
     @staticmethod
     def _logged(entries: list[changelog.Entry]) -> list[Frame]:
         return [Frame(entry.frame, entry.record, entry.version) for entry in entries]
 
-    def _current_frames(self) -> list[Frame]:
-        """The ``put`` of the record (or of the collection's first records), each with
-        the stored version of the state it shows (read inside ``_first_read``'s one
-        consistent view)."""
-        queryset = self.get_queryset()
+    def _current_frames(self, queryset: models.QuerySet[Any]) -> list[Frame]:
+        """The ``put`` of the record (or of the collection's first records of
+        ``queryset``), each with the stored version of the state it shows (read inside
+        ``_first_read``'s one consistent view)."""
         using = queryset.db
         table = self.table_name()
         if self.id is not None:

@@ -24,10 +24,10 @@ from . import metrics, protocol
 logger = logging.getLogger("harper_resources")
 
 Callback = Callable[..., Any]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 #: Seconds after its first frames during which a stream skips live copies of them.
 FLOOR_SECONDS = 10.0
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def asgi_message(item: Any) -> dict[str, Any] | None:
