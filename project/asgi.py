@@ -16,7 +16,10 @@ from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs the app re
 
 from harper_resources.auth import OriginValidator, ResourceAuthMiddlewareStack  # noqa: E402
 from harper_resources.routing import ResourceRouter  # noqa: E402
+from harper_resources.servers import bound_daphne_pongs  # noqa: E402
 from project.routing import websocket_urlpatterns  # noqa: E402
+
+bound_daphne_pongs()  # daphne stops reading a client that floods pings and never reads
 
 application = ProtocolTypeRouter(
     {

@@ -83,6 +83,24 @@ def send_until_refused(sock: socket.socket, frames: bytes, *, deadline: float) -
     return False
 
 
+def ping_flood(sock: socket.socket, *, seconds: float, limit: int = 100 << 20) -> int:
+    """Send pings for ``seconds`` (or until ``limit`` bytes) without reading a byte of the
+    pongs; returns how many bytes the server took."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    pings = frame(PING, bytes(125)) * 4000
+    sock.settimeout(1)
+    sent = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and sent < limit:
+        try:
+            sent += sock.send(pings)
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+    return sent
+
+
 def closed_by_server(sock: socket.socket, timeout: float = 10) -> bool:
     """True if the server sends a close frame or ends the connection within ``timeout``
     (whatever else it sends first is skipped)."""

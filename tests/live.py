@@ -19,7 +19,14 @@ ADMIN_USER, ADMIN_PASSWORD = "admin", "admin-password-for-tests"
 
 #: The limits docs/deployment.md tells every deployment to run each server with (a test
 #: checks the page shows them as they are here).
-UVICORN_LIMITS = ["--ws-max-size", "1048576", "--ws-per-message-deflate", "false"]
+UVICORN_LIMITS = [
+    "--ws-max-size",
+    "1048576",
+    "--ws-per-message-deflate",
+    "false",
+    "--ws",
+    "harper_resources.servers:UvicornWebSocketProtocol",
+]
 DAPHNE_LIMITS = ["--websocket-max-message-size", "1048576", "--websocket-max-frame-size", "1048576"]
 
 

@@ -1,7 +1,7 @@
 """Every server runs with the limits docs/deployment.md recommends, and hostile clients
-cannot grow its memory with a permessage-deflate bomb or a fragmented message that never
-ends. Measured on real server processes. (A ping flood from a client that never reads is
-not bounded by either server: docs/deployment.md.)"""
+cannot grow its memory with a permessage-deflate bomb, a fragmented message that never
+ends, or pings it never reads the pongs of (harper_resources.servers). Measured on real
+server processes."""
 
 from __future__ import annotations
 
@@ -53,6 +53,18 @@ def test_a_fragmented_message_that_never_ends_is_refused_with_memory_bounded(ser
         refused = attacks.send_until_refused(sock, fragments, deadline=time.monotonic() + 30)
         assert refused or attacks.closed_by_server(sock)
     assert attacks.growth_mib(before, memory(server)) < BOUND_MIB
+
+
+def test_a_ping_flood_from_a_client_that_never_reads_is_bounded(server):
+    # Without harper_resources.servers: uvicorn +93 MiB, daphne +112 MiB for ~100 MB of
+    # pings in 15 s. With it the server stops reading the client once 64 KiB of pongs wait.
+    before = memory(server)
+    sock, _ = attacks.open_socket(server.port, "/dog/341")
+    with sock:
+        taken = attacks.ping_flood(sock, seconds=10)
+        grown = attacks.growth_mib(before, memory(server))
+    assert grown < BOUND_MIB, f"the server grew by {grown:.1f} MiB after taking {taken / 1e6:.1f} MB of pings"
+    assert taken < 32 << 20, f"the server kept reading pings: {taken / 1e6:.1f} MB taken"
 
 
 def test_the_deployment_page_runs_each_server_with_the_limits_the_tests_use():
