@@ -231,6 +231,16 @@ def test_the_browser_coming_back_online_reconnects_at_once(js):
     assert result is True
 
 
+def test_the_page_shown_again_reconnects_at_once(js):
+    result = js("""
+      connect('/dog/1', { WebSocket: FakeSocket, minDelay: 60000, maxDelay: 60000 });
+      (await nextSocket(1)).drop(1006);
+      document.dispatchEvent(new Event('visibilitychange'));
+      return (await nextSocket(2)) !== undefined;
+    """)
+    assert result is True
+
+
 def test_a_relative_path_becomes_ws_on_http_and_wss_on_https(js):
     result = js("""
       return [client.resourceURL('/dog/341', 'http://example.com/page').href,

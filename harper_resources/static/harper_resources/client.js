@@ -9,7 +9,7 @@
  *     const dog = connect('/dog/341', {
  *       onRecord(id, value, frame) { render(value); },      // a `put`: the whole current record
  *       onDelete(id, frame) { showDeleted(id); },           // a `delete`
- *       onMessage(value, frame) { appendNote(value); },     // a published `message`, or a value the resource sent itself
+ *       onMessage(value, frame) { appendNote(value); },     // a published `message`, or what the resource sent
  *       onReset(frame) { clearEverything(); },              // resume too old: the full state follows
  *       onStateChange(state, info) { badge.textContent = info.text; },
  *     });
@@ -20,9 +20,10 @@
  * - A relative path (`/dog/341`, `/dog/`) is resolved against the page: ws: on http:, wss: on https:.
  * - Reconnects after every close that can heal (a restart, a network loss, 1006, 1001, 1011/4011, 1013/4013,
  *   1008/4008, 1009/4009), after a jittered exponential delay (`minDelay` doubling up to `maxDelay`, each
- *   delay drawn between half and all of it), at once when the browser comes back online. It does not reconnect
- *   on refusals that cannot heal by retrying: 3000 (not logged in), 3003 (not allowed), 4404 (no such resource),
- *   4400 (bad subscription option), nor after a 1000 the server sent (the resource's stream ended).
+ *   delay drawn between half and all of it), and at once when the browser comes back online or the page is
+ *   shown again. It does not reconnect on refusals that cannot heal by retrying: 3000 (not logged in), 3003
+ *   (not allowed), 4404 (no such resource), 4400 (bad subscription option), nor after a 1000 the server sent
+ *   (the resource's stream ended).
  * - Resumes: it keeps the version of the last `put`/`delete` of each record and reconnects with
  *   `?since=<the newest of them>`, so the server sends only what changed meanwhile (a record path: the record's
  *   current state if it changed; a collection path: one frame per changed or deleted record). A `put` or
@@ -127,10 +128,11 @@ export class ResourceConnection {
     this._attempt = 0;
     this._stopped = false;
     this._openedAt = 0;
+    // Back online, or the page shown again: no reason to wait out the backoff.
     this._online = () => {
-      if (this.state === RECONNECTING) this._reconnectNow();
+      if (this.state === RECONNECTING && !(typeof document !== 'undefined' && document.hidden)) this._reconnectNow();
     };
-    if (typeof addEventListener === 'function') addEventListener('online', this._online);
+    this._listen('addEventListener');
     // Start after the caller holds the connection, so callbacks may already use it.
     queueMicrotask(() => {
       if (this._stopped) return;
@@ -161,8 +163,8 @@ export class ResourceConnection {
   send(value) {
     const socket = this._socket;
     if (!socket || this.state !== OPEN || socket.readyState !== 1) return false;
-    const binary =
-      value instanceof ArrayBuffer || ArrayBuffer.isView(value) || (typeof Blob !== 'undefined' && value instanceof Blob);
+    const blob = typeof Blob !== 'undefined' && value instanceof Blob;
+    const binary = blob || value instanceof ArrayBuffer || ArrayBuffer.isView(value);
     socket.send(binary ? value : JSON.stringify(value));
     return true;
   }
@@ -172,7 +174,7 @@ export class ResourceConnection {
     if (this._stopped) return;
     this._stopped = true;
     clearTimeout(this._timer);
-    if (typeof removeEventListener === 'function') removeEventListener('online', this._online);
+    this._listen('removeEventListener');
     const socket = this._socket;
     this._socket = null;
     if (socket) {
@@ -180,6 +182,11 @@ export class ResourceConnection {
       if (socket.readyState <= 1) socket.close(code, reason);
     }
     this._setState(CLOSED, { code, text: 'Closed.', permanent: true });
+  }
+
+  _listen(method) {
+    if (typeof globalThis[method] === 'function') globalThis[method]('online', this._online);
+    if (typeof document !== 'undefined') document[method]('visibilitychange', this._online);
   }
 
   _open() {
@@ -190,6 +197,7 @@ export class ResourceConnection {
     } catch (error) {
       // A malformed URL or a refused scheme: retrying cannot help.
       this._stopped = true;
+      this._listen('removeEventListener');
       this._setState(CLOSED, { code: 0, text: `Cannot connect: ${error.message}`, permanent: true });
       return;
     }
@@ -244,7 +252,7 @@ export class ResourceConnection {
     // A 1000 from the server means the resource's stream ended on purpose.
     if (isPermanentClose(code) || code === 1000) {
       this._stopped = true;
-      if (typeof removeEventListener === 'function') removeEventListener('online', this._online);
+      this._listen('removeEventListener');
       this._setState(CLOSED, { code, reason: event.reason, text, permanent: true });
       return;
     }
