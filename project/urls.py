@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import path
 
 from project.dogs import views
@@ -8,3 +9,7 @@ urlpatterns = [
     path("dogs/<int:pk>/", views.dog_profile, name="dog-profile"),
     path("admin/", admin.site.urls),
 ]
+
+# With DEBUG, the demo serves its static files (the admin's, harper_resources/client.js) under any
+# server, daphne or uvicorn too, not only under runserver; without DEBUG this adds nothing.
+urlpatterns += staticfiles_urlpatterns()

@@ -24,7 +24,8 @@ def test_an_admin_edit_updates_the_open_profile_page_within_two_seconds(demo_ser
         visitor = chromium.new_context().new_page()
         visitor.goto(f"{demo_server.url}/dogs/{pk}/")
         expect(visitor.locator("#dog-name")).to_have_text("Biscuit")
-        expect(visitor.locator("#badge")).to_have_text("connection active", timeout=5000)
+        expect(visitor.locator("#badge")).to_have_text("live", timeout=5000)
+        expect(visitor.locator("#status-text")).to_contain_text("connection active", timeout=5000)
 
         editor = chromium.new_context().new_page()
         log_into_admin(editor, demo_server.url)
@@ -48,7 +49,8 @@ def test_two_pages_on_one_dog_share_notes_show_the_pulse_and_follow_admin_edits(
         second = chromium.new_context().new_page()
         for page in (first, second):
             page.goto(f"{demo_server.url}/dogs/{pk}/")
-            expect(page.locator("#badge")).to_have_text("connection active", timeout=5000)
+            expect(page.locator("#badge")).to_have_text("live", timeout=5000)
+            expect(page.locator("#status-text")).to_contain_text("connection active", timeout=5000)
 
         first.fill("#note-input", "good with kids")
         first.click("#note-form button")

@@ -79,4 +79,4 @@ def test_the_dog_profile_page_is_served(demo_server):
 
     with urllib.request.urlopen(demo_server.url + "/dogs/341/", timeout=5) as response:
         body = response.read().decode()
-    assert 'id="dog-name"' in body and "new WebSocket" in body
+    assert 'id="dog-name"' in body and "/static/harper_resources/client.js" in body
