@@ -71,7 +71,7 @@ def test_a_resume_asks_since_the_newest_record_version_of_any_record_not_of_mess
     result = js("""
       const seen = [];
       connect('/dog/', {
-        WebSocket: FakeSocket, minDelay: 1, maxDelay: 1,
+        WebSocket: FakeSocket, minDelay: 1, maxDelay: 1, resumeOverlap: 5,
         onRecord: (id, value, frame) => seen.push(['record', id, value.name, frame.version]),
         onDelete: (id, frame) => seen.push(['delete', id, frame.version]),
         onMessage: (value, frame) => seen.push(['message', value, frame.type ?? null]),
@@ -91,7 +91,9 @@ def test_a_resume_asks_since_the_newest_record_version_of_any_record_not_of_mess
       return { first: first.url, second: second.url, seen };
     """)
     assert result["first"] == "ws://client.test/dog/", "the first connection asks for the full state"
-    assert result["second"] == "ws://client.test/dog/?since=40"
+    # 40 is the newest; a collection reaches back resumeOverlap (5 ms here) for a transaction
+    # that took an older version but committed after it.
+    assert result["second"] == "ws://client.test/dog/?since=35"
     assert result["seen"] == [
         ["record", 1, "Rex", 10],
         ["record", 2, "Luna", 30.5],
@@ -102,11 +104,33 @@ def test_a_resume_asks_since_the_newest_record_version_of_any_record_not_of_mess
     ], "an older or repeated state of a record is skipped"
 
 
+def test_a_record_path_resumes_from_its_exact_version_and_a_collection_by_default_a_minute_before(js):
+    result = js("""
+      const record = connect('/dog/7', { WebSocket: FakeSocket, minDelay: 1, maxDelay: 1 });
+      const first = await nextSocket(1);
+      first.open();
+      first.frame({ type: 'put', id: 7, value: { name: 'Rex' }, version: 100000.5, localTime: 1 });
+      first.drop(1006);
+      const second = await nextSocket(2);
+      record.close();
+      const collection = connect('/dog/', { WebSocket: FakeSocket, minDelay: 1, maxDelay: 1 });
+      const third = await nextSocket(3);
+      third.open();
+      third.frame({ type: 'put', id: 7, value: { name: 'Rex' }, version: 100000.5, localTime: 1 });
+      third.drop(1006);
+      const fourth = await nextSocket(4);
+      collection.close();
+      return { record: second.url, collection: fourth.url };
+    """)
+    assert result["record"] == "ws://client.test/dog/7?since=100000.5"
+    assert result["collection"] == "ws://client.test/dog/?since=40000.5"
+
+
 def test_a_reset_tells_the_app_to_start_over_and_forgets_the_versions_it_had(js):
     result = js("""
       const seen = [];
       connect('/dog/?previousCount=5', {
-        WebSocket: FakeSocket, minDelay: 1, maxDelay: 1,
+        WebSocket: FakeSocket, minDelay: 1, maxDelay: 1, resumeOverlap: 0,
         onRecord: (id, value) => seen.push(['record', id, value.name]),
         onReset: (frame) => seen.push(['reset', frame.version]),
       });

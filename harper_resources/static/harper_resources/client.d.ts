@@ -78,6 +78,11 @@ export interface ConnectOptions<T = Record<string, unknown>, M = unknown> {
   minDelay?: number;
   /** Largest reconnect delay's ceiling in ms (default 15000). Each delay is drawn between half and all of it. */
   maxDelay?: number;
+  /**
+   * On a collection, how far (ms) before the newest version held a resume's `since` reaches (default 60000):
+   * versions of different records do not follow commit order. Repeated states are skipped.
+   */
+  resumeOverlap?: number;
   /** WebSocket subprotocols to offer. */
   protocols?: string | string[];
   /** Base URL for a relative path (default: the page's address). */

@@ -25,7 +25,7 @@
  *   (not allowed), 4404 (no such resource), 4400 (bad subscription option), nor after a 1000 the server sent
  *   (the resource's stream ended).
  * - Resumes: it keeps the version of the last `put`/`delete` of each record and reconnects with
- *   `?since=<the newest of them>`, so the server sends only what changed meanwhile (a record path: the record's
+ *   `?since=<the newest of them>` (on a collection, `resumeOverlap`, 60 s, before it), so the server sends only what changed meanwhile (a record path: the record's
  *   current state if it changed; a collection path: one frame per changed or deleted record). A `put` or
  *   `delete` not newer than what this client already has for that record is skipped, so callbacks never see a
  *   state twice or go back in time. If the server's change log no longer reaches back that far, it sends
@@ -113,6 +113,7 @@ export class ResourceConnection {
     this.options = {
       minDelay: 500,
       maxDelay: 15000,
+      resumeOverlap: 60000,
       protocols: undefined,
       WebSocket: globalThis.WebSocket,
       random: Math.random,
@@ -148,10 +149,16 @@ export class ResourceConnection {
     return newest;
   }
 
-  /** The URL the next connection attempt uses: the path, plus `since` once a record was received. */
+  /**
+   * The URL the next connection attempt uses: the path, plus `since` once a record was received. On a
+   * collection (a path ending in `/`, or several records held) `since` reaches back `resumeOverlap` ms: a
+   * record's versions follow commit order, but two records' do not (a transaction may take its version before
+   * another commits and commit after it), and states this client already has are skipped anyway.
+   */
   get url() {
     const url = resourceURL(this.path, this.options.base);
-    const since = this.lastVersion;
+    let since = this.lastVersion;
+    if (since !== null && (url.pathname.endsWith('/') || this.versions.size > 1)) since -= this.options.resumeOverlap;
     if (since !== null) url.searchParams.set('since', String(since));
     return url.toString();
   }
