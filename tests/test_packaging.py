@@ -4,6 +4,7 @@ imports that load before Django is set up."""
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -52,6 +53,42 @@ def test_vermin_catches_an_api_newer_than_3_10(tmp_path: Path) -> None:
             timeout=60,
         )
         assert result.returncode != 0, (line, result.stdout)
+
+
+def _bare_timeout_handlers(source: str) -> list[int]:
+    """Lines of ``except TimeoutError`` around an ``asyncio.wait_for``: on 3.10 asyncio
+    raises its own ``asyncio.TimeoutError``, which the builtin does not catch."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Try):
+            continue
+        waits = any(
+            isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Attribute)
+            and call.func.attr == "wait_for"
+            and isinstance(call.func.value, ast.Name)
+            and call.func.value.id == "asyncio"
+            for statement in node.body
+            for call in ast.walk(statement)
+        )
+        for handler in node.handlers if waits else ():
+            caught = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+            if any(isinstance(name, ast.Name) and name.id == "TimeoutError" for name in caught):
+                lines.append(handler.lineno)
+    return lines
+
+
+def test_asyncio_timeouts_are_caught_as_asyncio_timeout_error() -> None:
+    found = {
+        str(path.relative_to(ROOT)): lines
+        for top in CODE
+        for path in sorted((ROOT / top).rglob("*.py") if (ROOT / top).is_dir() else [ROOT / top])
+        if (lines := _bare_timeout_handlers(path.read_text()))
+    }
+    assert found == {}
+    wrong = "async def f(e):\n try:\n  await asyncio.wait_for(e.wait(), 1)\n except TimeoutError:\n  pass\n"
+    assert _bare_timeout_handlers(wrong) == [4]
+    assert _bare_timeout_handlers(wrong.replace("except TimeoutError", "except asyncio.TimeoutError")) == []
 
 
 @pytest.fixture(scope="module")
