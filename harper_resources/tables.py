@@ -1,7 +1,7 @@
 """Which models are record tables, and how a record becomes a frame.
 
 A model becomes a table when a ``Resource`` subclass names it as ``model``. The app
-imports every installed app's ``resources`` module at start-up (``AppConfig.ready``), so
+imports every installed app's ``resources`` and ``consumers`` modules at start-up (``AppConfig.ready``), so
 a process that only saves records (a management command, a script) broadcasts too.
 """
 
