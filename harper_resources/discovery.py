@@ -41,9 +41,7 @@ def autodiscover() -> None:
     registered: what a process that never loads the ASGI application broadcasts."""
     global _tables_at_start
     autodiscover_modules(*DISCOVERED_MODULES)
-    found: set[type[models.Model]] = set()
-    tables.watch(lambda table: found.add(table) if _tables_at_start is None else None)
-    _tables_at_start = found
+    _tables_at_start = tables.registered()
 
 
 def registered_at_start(model: type[models.Model]) -> bool:

@@ -44,6 +44,11 @@ def register(model: type[models.Model], capture: str = "signals", fields: Iterab
         watcher(table)
 
 
+def registered() -> set[type[models.Model]]:
+    """Every table registered so far."""
+    return set(_tables)
+
+
 def watch(watcher: Callable[[type[models.Model]], None]) -> None:
     """Call ``watcher(table)`` for every table: those registered so far at once, later
     ones when they are registered. Needs the app registry's models to be loaded."""
