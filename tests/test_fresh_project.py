@@ -1,6 +1,6 @@
 """A new project built from exactly the README's setup snippets ("Set up in a new
 project", read from README.md by their ``<!-- setup: ... -->`` markers) serves pushes
-under daphne and uvicorn: a save in another process (``manage.py shell -c``) reaches an
+under runserver, daphne and uvicorn: a save in another process (``manage.py shell -c``) reaches an
 open WebSocket on the Redis layer, also from a Resource in ``consumers.py``; on the
 in-memory layer an admin save in the server arrives at once and a shell save arrives
 from the change log, with one warning in the shell saying so."""
@@ -103,7 +103,12 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def server_command(server: str, port: int) -> list[str]:
-    """The README's daphne or uvicorn line, on 127.0.0.1:port with docs/deployment.md's limits."""
+    """The README's runserver, daphne or uvicorn line, on 127.0.0.1:port (the servers with
+    docs/deployment.md's limits)."""
+    if server == "runserver":
+        (line,) = [line for line in readme_snippet("run").splitlines() if "manage.py runserver" in line]
+        assert shlex.split(line.partition("#")[0]) == ["python", "manage.py", "runserver"]
+        return [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
     (line,) = [line for line in readme_snippet("run").splitlines() if line.startswith(f"{server} ")]
     _program, application = shlex.split(line.partition("#")[0])
     assert application == "mysite.asgi:application"
@@ -253,7 +258,7 @@ def test_a_model_resource_defined_in_asgi_py_is_warned_about_by_check(project: P
     assert "harper_resources.W004" in check.stderr and "mysite.asgi.DogResource" in check.stderr
 
 
-@pytest.mark.parametrize("server", ["daphne", "uvicorn"])
+@pytest.mark.parametrize("server", ["runserver", "daphne", "uvicorn"])
 def test_on_the_in_memory_layer_server_saves_arrive_at_once_and_shell_saves_from_the_log(
     project: Project, server: str
 ) -> None:
