@@ -1,9 +1,9 @@
 """A new project built from exactly the README's setup snippets ("Set up in a new
 project", read from README.md by their ``<!-- setup: ... -->`` markers) serves pushes
-under runserver, daphne and uvicorn: a save in another process (``manage.py shell -c``) reaches an
+under daphne and uvicorn: a save in another process (``manage.py shell -c``) reaches an
 open WebSocket on the Redis layer, also from a Resource in ``consumers.py``; on the
-in-memory layer an admin save in the server arrives at once and a shell save arrives
-from the change log, with one warning in the shell saying so."""
+in-memory layer (also under ``runserver``) an admin save in the server arrives at once
+and a shell save arrives from the change log, with one warning in the shell saying so."""
 
 from __future__ import annotations
 
