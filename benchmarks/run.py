@@ -163,7 +163,7 @@ async def scenario_latency(arm: Arm, server: Server, n_subs: int, changes: int, 
         await trigger.post(record(1, seq), "topic=1")
         try:
             await asyncio.wait_for(waiter, 10)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # on 3.10 not the builtin TimeoutError
             pass
         await asyncio.sleep(max(0.0, interval - (time.perf_counter() - began)))
     await asyncio.sleep(0.5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.apps import AppConfig
 from django.db import models
 from django.db.models.signals import post_delete, post_migrate, post_save
-from django.utils.module_loading import autodiscover_modules
 
 
 class HarperResourcesConfig(AppConfig):
@@ -14,11 +13,11 @@ class HarperResourcesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, tables  # noqa: F401  (checks register themselves)
+        from . import checks, discovery, tables  # noqa: F401  (checks register themselves)
 
-        # Import every app's resources.py so each process knows its tables, also one
-        # that never loads the ASGI routing (a management command, a script).
-        autodiscover_modules("resources")
+        # Import every app's resources.py and consumers.py so each process knows its
+        # tables, also one that never loads the ASGI routing (a command, a script).
+        discovery.autodiscover()
         tables.watch(connect_receivers)
         post_migrate.connect(install_capture, sender=self, dispatch_uid="harper_resources.capture")
 

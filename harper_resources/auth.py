@@ -23,7 +23,6 @@ from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from channels.security.websocket import AllowedHostsOriginValidator
 from channels.security.websocket import OriginValidator as ChannelsOriginValidator
-from django.contrib.auth.models import AnonymousUser
 
 from . import credentials, tokens
 
@@ -95,6 +94,9 @@ class BasicAuthMiddleware:
                     user = await database_sync_to_async(credentials.active_user)(*claims)
                 method = "bearer"
             if user is None:
+                # Imported here: this module loads before django.setup() in an asgi.py.
+                from django.contrib.auth.models import AnonymousUser
+
                 scope["user"] = AnonymousUser()
                 scope[AUTH_FAILED] = True
             else:

@@ -31,7 +31,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from django.db import models, transaction
 
-from . import capture, changelog, hub, metrics, protocol, tables, versions
+from . import capture, changelog, discovery, hub, metrics, protocol, tables, versions
 from .conf import settings
 from .streams import Frame
 
@@ -181,6 +181,8 @@ def submit(groups: Iterable[str], frame: Frame) -> None:
     try:
         layer = hub.channel_layer()
         if hub.is_process_local(layer):
+            groups = list(groups)
+            discovery.warn_if_unreachable(groups, message=frame.record is None)
             for group in groups:
                 hub.deliver_locally(group, frame)
         else:

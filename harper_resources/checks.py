@@ -4,6 +4,8 @@
 - ``harper_resources.E002``: a Resource's ``model`` is not a concrete Django model.
 - ``harper_resources.E003``: a ``HARPER_RESOURCES_*`` setting has a bad value.
 - ``harper_resources.W001``: the layer would drop bursts on the hubs' channels (capacity).
+- ``harper_resources.W004``: a model Resource is defined in a module that only a server
+  imports (not an app's ``resources``/``consumers``), so other processes do not broadcast.
 - ``harper_resources.W003``: a Resource's model has secret-looking fields and the
   resource does not say with ``fields`` what its ``value`` holds.
 """
@@ -33,8 +35,9 @@ def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[checks.C
                 f"CHANNEL_LAYERS has no {alias!r} alias, so record changes cannot reach any connection.",
                 hint=(
                     'Add CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}} for one '
-                    "process, or channels_redis.core.RedisChannelLayer for several; or point "
-                    "HARPER_RESOURCES_CHANNEL_LAYER at an alias you have."
+                    'process, or {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", '
+                    '"CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]}}} for several (pip install '
+                    '"harper-resources[redis]"); or point HARPER_RESOURCES_CHANNEL_LAYER at an alias you have.'
                 ),
                 id="harper_resources.E001",
             )
@@ -189,3 +192,39 @@ def check_hub_capacity(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
             id="harper_resources.W001",
         )
     ]
+
+
+@checks.register()
+def check_resource_modules(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W004: model Resources that processes other than servers never import. The ASGI
+    application's module is imported first, so Resources defined in routing are seen."""
+    from django.utils.module_loading import import_string
+
+    from . import discovery
+
+    module = discovery.asgi_module()
+    if module is not None:
+        try:
+            import_string(django_settings.ASGI_APPLICATION)
+        except Exception:
+            pass  # the server reports it; this check needs only what loads
+    warnings: list[checks.CheckMessage] = []
+    for cls in _all_resources():
+        model = cls.model
+        if not (isinstance(model, type) and issubclass(model, models.Model)) or model._meta.abstract:
+            continue
+        if discovery.registered_at_start(model):
+            continue
+        app = model._meta.app_label
+        warnings.append(
+            checks.Warning(
+                f"{cls.__module__}.{cls.__qualname__} streams {model._meta.label}, but {cls.__module__} is not "
+                "imported by processes other than the server: saves in manage.py shell, commands, workers and "
+                "scripts are not broadcast at once.",
+                hint=f"Define the resource in {app}/resources.py or {app}/consumers.py (imported at start-up by "
+                "every process) and import it into your routing from there.",
+                obj=cls,
+                id="harper_resources.W004",
+            )
+        )
+    return warnings

@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_permission_codename
-from django.contrib.auth.models import AnonymousUser
 from django.db import models
 
 from . import broadcast, changelog, closing, metrics, protocol, reauth, tables, versions
@@ -82,6 +81,9 @@ class Resource:
     def __init__(self, **initkwargs: Any) -> None:
         for name, value in initkwargs.items():
             setattr(self, name, value)
+        # Imported here: this module loads before django.setup() in an asgi.py.
+        from django.contrib.auth.models import AnonymousUser
+
         self.scope: dict[str, Any] = {}
         self.user: Any = AnonymousUser()
         self.id: str | None = None
@@ -422,6 +424,8 @@ class Resource:
                 raise RuntimeError("the record stream could not subscribe")
 
     async def _authorise(self) -> None:
+        from django.contrib.auth.models import AnonymousUser
+
         user = self.scope.get("user")
         self.user = user if user is not None else AnonymousUser()
         if self.scope.get(AUTH_FAILED):

@@ -100,7 +100,7 @@ async def _replay_forever(
     while True:
         try:
             await asyncio.wait_for(wake.wait(), interval)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # on 3.10 not the builtin TimeoutError
             pass
         wake.clear()
         try:

@@ -1,7 +1,7 @@
 """Which models are record tables, and how a record becomes a frame.
 
 A model becomes a table when a ``Resource`` subclass names it as ``model``. The app
-imports every installed app's ``resources`` module at start-up (``AppConfig.ready``), so
+imports every installed app's ``resources`` and ``consumers`` modules at start-up (``AppConfig.ready``), so
 a process that only saves records (a management command, a script) broadcasts too.
 """
 
@@ -42,6 +42,11 @@ def register(model: type[models.Model], capture: str = "signals", fields: Iterab
     _value_fields.clear()
     for watcher in _watchers:
         watcher(table)
+
+
+def registered() -> set[type[models.Model]]:
+    """Every table registered so far."""
+    return set(_tables)
 
 
 def watch(watcher: Callable[[type[models.Model]], None]) -> None:

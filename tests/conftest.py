@@ -15,6 +15,9 @@ from channels.testing import WebsocketCommunicator
 
 from harper_resources import broadcast, hub, metrics
 
+#: The testing helpers a project enables the same way (tests/test_testing_helpers.py uses them).
+pytest_plugins = ["harper_resources.testing"]
+
 #: Set by .ci/run: services and tools the suite needs must be there, not skipped.
 REQUIRE_SERVICES = os.environ.get("HARPER_REQUIRE_SERVICES") == "1"
 

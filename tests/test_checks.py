@@ -27,6 +27,26 @@ def test_a_missing_channel_layer_is_error_E001_with_a_hint():
     assert "CHANNEL_LAYERS" in error.msg and "InMemoryChannelLayer" in error.hint
 
 
+def test_the_redis_layer_E001_suggests_passes_the_capacity_check_W001(redis_service):
+    """E001's hint and the README recommend the same layer, and taking it as written
+    raises no other warning."""
+    import ast
+    import re
+
+    from harper_resources.checks import check_hub_capacity
+    from tests.conftest import use_layers
+
+    with override_settings(CHANNEL_LAYERS={}):
+        (error,) = check_channel_layer()
+    suggested = re.search(r'(\{"default": \{"BACKEND": "channels_redis[^\n]*?\}\}\})', error.hint)
+    assert suggested, error.hint
+    layers = ast.literal_eval(suggested.group(1))
+    assert layers["default"]["BACKEND"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
+    layers["default"]["CONFIG"]["hosts"] = [redis_service]
+    with use_layers(layers):
+        assert check_hub_capacity() == []
+
+
 @override_settings(HARPER_RESOURCES_CHANNEL_LAYER="events")
 def test_pointing_at_an_alias_that_does_not_exist_is_E001():
     assert ids(check_channel_layer()) == ["harper_resources.E001"]

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def test_a_uuid_keyed_record_with_datetime_decimal_uuid_and_json_fields_streams(ws):
-    made = datetime.datetime(2026, 5, 1, 12, 30, tzinfo=datetime.UTC)
+    made = datetime.datetime(2026, 5, 1, 12, 30, tzinfo=datetime.timezone.utc)
     serial = uuid.UUID("12345678-1234-5678-1234-567812345678")
     gadget = await db(Gadget.objects.create)(
         name="Widget", price=decimal.Decimal("19.99"), made=made, serial=serial, specs={"w": [1, 2]}, blob=b"\x00\x01"

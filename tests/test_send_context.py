@@ -20,7 +20,8 @@ connection = contextvars.ContextVar[object]("connection")
 
 def timed_sends(app, seen):
     """``app`` behind middleware that marks each connection in a contextvar and gives
-    each of its sends 5 seconds (``asyncio.timeout`` needs a task to cancel)."""
+    each of its sends 5 seconds the way ``asyncio.timeout`` (3.11+) does: by cancelling
+    the current task, which therefore must be the connection's own."""
 
     async def wrapped(scope, receive, send):
         me = object()
@@ -28,8 +29,13 @@ def timed_sends(app, seen):
 
         async def timed_send(message):
             seen.append((me, connection.get(None), asyncio.current_task()))
-            async with asyncio.timeout(5):
+            task = asyncio.current_task()
+            assert task is not None
+            deadline = asyncio.get_running_loop().call_later(5, task.cancel)
+            try:
                 await send(message)
+            finally:
+                deadline.cancel()
 
         await app(scope, receive, timed_send)
 
