@@ -299,6 +299,8 @@ async def test_patch_changes_only_the_fields_it_sends(editor):
     assert response.status == 200
     assert response.json() == {"id": dog.pk, "name": "Rex", "breed": "Collie", "age": 4}
     assert await db(row)(dog.pk) == response.json()
+    unchanged = await call("PATCH", f"/dog/{dog.pk}", {"id": dog.pk}, headers=editor)
+    assert (unchanged.status, unchanged.json()) == (200, response.json())
 
 
 async def test_post_creates_a_record_201_with_its_location_and_value(editor):
