@@ -1,9 +1,9 @@
 """HTTP on a resource path: the event stream or REST, chosen per request.
 
-``Resource.__call__`` hands every ``http`` scope to ``serve``: a ``GET`` (or ``HEAD``)
-whose ``Accept`` names ``text/event-stream`` goes to ``harper_resources.sse``, any
-other request to ``harper_resources.rest``. The small helpers here (headers, JSON
-answers, binding the URL's id) are shared by both.
+``Resource.__call__`` hands every ``http`` scope to ``serve``: a ``GET`` whose ``Accept``
+names ``text/event-stream`` goes to ``harper_resources.sse``, any other request to
+``harper_resources.rest``. The small helpers here (headers, JSON answers, binding the
+URL's id) are shared by both.
 """
 
 from __future__ import annotations
@@ -44,17 +44,22 @@ def media_types(accept: str | None) -> list[str]:
     found = []
     for part in (accept or "").split(","):
         media, *params = (item.strip() for item in part.split(";"))
-        if not media:
-            continue
-        if any(param.replace(" ", "").lower() in ("q=0", "q=0.0", "q=0.00", "q=0.000") for param in params):
-            continue
-        found.append(media.lower())
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if media and quality > 0:
+            found.append(media.lower())
     return found
 
 
 def wants_event_stream(scope: dict[str, Any]) -> bool:
-    """True for a ``GET``/``HEAD`` that accepts ``text/event-stream``."""
-    return scope.get("method") in ("GET", "HEAD") and EVENT_STREAM in media_types(header(scope, b"accept"))
+    """True for a ``GET`` that accepts ``text/event-stream``."""
+    return scope.get("method") == "GET" and EVENT_STREAM in media_types(header(scope, b"accept"))
 
 
 async def respond(

@@ -203,11 +203,8 @@ class _CsrfCheck(CsrfViewMiddleware):
         return reason
 
 
-def _no_response(request: Any) -> Any:
-    raise AssertionError("the CSRF check never calls the view")
-
-
-def _csrf_view(request: Any) -> Any:
+def _never_called(request: Any) -> Any:
+    """The view and ``get_response`` the CSRF check is given: it calls neither."""
     raise AssertionError("the CSRF check never calls the view")
 
 
@@ -221,7 +218,7 @@ def _csrf_refusal(scope: dict[str, Any], body: bytes) -> str | None:
     if "session" in scope:
         request.session = scope["session"]
     try:
-        refusal = _CsrfCheck(_no_response).process_view(request, _csrf_view, (), {})
+        refusal = _CsrfCheck(_never_called).process_view(request, _never_called, (), {})
     except DisallowedHost:
         return "Host not allowed"
     return None if refusal is None else str(refusal)
@@ -365,13 +362,18 @@ def _form_data(resource: Resource, data: dict[str, Any], creating: bool) -> tupl
     return writable, names
 
 
-def _fill_defaults(resource: Resource, writable: dict[str, Any], names: list[str]) -> None:
-    """Give the fields of ``names`` the body leaves out their model default, where they
-    have one (a form would call them missing); the others stay missing (required)."""
+def _defaults(resource: Resource, writable: dict[str, Any], names: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """For a whole record (``PUT``, ``POST``): the fields the form validates, and the
+    model defaults of those the body leaves out that have one (set as they are, as a
+    new instance has them, rather than refused as missing by the form). Omitted fields
+    without a default stay in the form, which may require them."""
     fields = exposed_fields(resource)
-    for name in names:
-        if name not in writable and fields[name].has_default():
-            writable[name] = fields[name].get_default()
+    defaults = {
+        fields[name].attname: fields[name].get_default()
+        for name in names
+        if name not in writable and fields[name].has_default()
+    }
+    return [name for name in names if name in writable or not fields[name].has_default()], defaults
 
 
 def _form(resource: Resource, names: list[str], data: dict[str, Any], instance: models.Model | None) -> Any:
@@ -393,7 +395,7 @@ def _stored_value(resource: Resource, pk: Any, using: str) -> dict[str, Any] | N
 
 def _create(resource: Resource, data: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
     writable, names = _form_data(resource, data, creating=True)
-    _fill_defaults(resource, writable, names)
+    names, _ = _defaults(resource, writable, names)  # a new instance has its defaults already
     form = _form(resource, names, writable, None)
     try:
         with transaction.atomic(using=_write_db(resource)):
@@ -425,15 +427,18 @@ def _update(resource: Resource, data: dict[str, Any], partial: bool) -> dict[str
     required) or ``PATCH`` (only the fields sent, saved with ``update_fields``)."""
     assert resource.model is not None
     writable, names = _form_data(resource, data, creating=False)
+    defaults: dict[str, Any] = {}
     if partial:
         names = [name for name in names if name in writable]
     else:
-        _fill_defaults(resource, writable, names)
+        names, defaults = _defaults(resource, writable, names)
     try:
         with transaction.atomic(using=_write_db(resource)):
             record = _locked(resource)
             form = _form(resource, names, writable, record)
             instance = form.save(commit=False)
+            for attname, value in defaults.items():
+                setattr(instance, attname, value)
             # PATCH writes only its fields: concurrent PATCHes of other fields all stay.
             instance.save(update_fields=names if partial else None)
             return _stored_value(resource, instance.pk, instance._state.db or "default")

@@ -22,6 +22,8 @@ from harper_resources.routing import resource_application
 from project.dogs.models import Dog
 from tests import resources
 from tests.conftest import db
+from tests.testapp.models import Gadget, Stamped
+from tests.testapp.resources import GadgetResource, StampedResource, TagResource
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -63,6 +65,11 @@ routes = [
     path("guarded-dog/<str:id>", GuardedDogs.as_asgi()),
     path("guarded-dog/", GuardedDogs.as_asgi()),
     path("members", resources.MembersOnly.as_asgi()),
+    path("tag/<path:id>", TagResource.as_asgi()),
+    path("tag/", TagResource.as_asgi()),
+    path("gadget/<str:id>", GadgetResource.as_asgi()),
+    path("gadget/", GadgetResource.as_asgi()),
+    path("stamped/<str:id>", StampedResource.as_asgi()),
 ]
 application = resource_application(routes)
 
@@ -123,6 +130,13 @@ async def editor():
     """Basic credentials of a user with every permission on Dog."""
     await db(make_user)("editor", perms=("add_dog", "change_dog", "delete_dog", "view_dog"))
     return basic("editor")
+
+
+@pytest.fixture
+async def superuser():
+    """Basic credentials of a superuser (every permission of every model)."""
+    await db(User.objects.create_superuser)("root", password=PASSWORD)
+    return basic("root")
 
 
 @pytest.fixture
@@ -523,3 +537,52 @@ async def test_concurrent_patches_leave_every_watcher_on_the_stored_row(ws, edit
     assert frames[-1]["value"] == stored
     assert [frame["version"] for frame in frames] == sorted(frame["version"] for frame in frames)
     assert (await call("GET", f"/dog/{dog.pk}")).json() == stored
+
+
+# Other keys and field types --------------------------------------------------------------
+
+
+async def test_text_keys_with_spaces_and_slashes_round_trip_through_location(superuser):
+    created = await call("POST", "/tag/", {"name": "good dogs/über", "color": "red"}, headers=superuser)
+    assert created.status == 201
+    assert created.headers["location"] == "/tag/good%20dogs%2F%C3%BCber"
+    assert (await call("GET", created.headers["location"])).json() == {"name": "good dogs/über", "color": "red"}
+    patched = await call("PATCH", created.headers["location"], {"color": "blue"}, headers=superuser)
+    assert patched.json() == {"name": "good dogs/über", "color": "blue"}
+    # A key is set when the record is created, never changed by a write to its path.
+    moved = await call("PATCH", created.headers["location"], {"name": "other"}, headers=superuser)
+    assert (moved.status, list(moved.json()["errors"])) == (400, ["name"])
+    again = await call("POST", "/tag/", {"name": "good dogs/über"}, headers=superuser)
+    assert (again.status, list(again.json()["errors"])) == (400, ["name"])  # unique, as a ModelForm checks
+    plain = await call("POST", "/tag/", {"name": "plain"}, headers=superuser)
+    assert (plain.status, plain.json()) == (201, {"name": "plain", "color": ""})  # an omitted field: its default
+
+
+async def test_uuid_keys_decimals_datetimes_and_json_are_written_and_read_as_the_websocket_shows_them(ws, superuser):
+    serial = "12345678-1234-5678-1234-567812345678"
+    body = {"name": "Ball", "price": "3.50", "made": "2026-01-02T03:04:05Z", "serial": serial, "specs": {"n": [1, 2]}}
+    created = await call("POST", "/gadget/", body, headers=superuser)
+    assert created.status == 201, created.body
+    value = created.json()
+    assert (value["price"], value["serial"], value["specs"]) == ("3.50", serial, {"n": [1, 2]})
+    assert value["made"].startswith("2026-01-02T03:04:05")
+    gadget = await db(Gadget.objects.get)(name="Ball")
+    assert created.headers["location"] == f"/gadget/{gadget.pk}"
+    client = await ws(created.headers["location"], application=application)
+    assert (await client.receive())["value"] == (await call("GET", created.headers["location"])).json() == value
+    bad = await call("PATCH", created.headers["location"], {"price": "cheap", "made": "soon"}, headers=superuser)
+    assert sorted(bad.json()["errors"]) == ["made", "price"]
+
+
+async def test_fields_the_model_keeps_itself_are_shown_but_not_written(superuser):
+    stamped = await db(Stamped.objects.create)(title="First")
+    value = (await call("GET", f"/stamped/{stamped.pk}")).json()
+    response = await call(
+        "PUT",
+        f"/stamped/{stamped.pk}",
+        {**value, "title": "Second", "updated": "2000-01-01T00:00:00Z"},
+        headers=superuser,
+    )
+    assert response.status == 200
+    assert response.json()["title"] == "Second"
+    assert response.json()["updated"] >= value["updated"]  # auto_now, not the body's value
