@@ -136,7 +136,8 @@ async def _handle(resource: Resource, scope: dict[str, Any], receive: http.Recei
         await _check_csrf(scope, body)
         data = _data(scope, body)
         pk, value = await database_sync_to_async(_create)(resource, data)
-        location = scope.get("path", "/") + quote(tables.key(pk), safe="")
+        collection = scope.get("path", "/")
+        location = collection.rstrip("/") + "/" + quote(tables.key(pk), safe="")
         return 201, value, [("Location", location)]
     record = await database_sync_to_async(_visible)(resource)
     if record is None:
