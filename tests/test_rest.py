@@ -586,3 +586,33 @@ async def test_fields_the_model_keeps_itself_are_shown_but_not_written(superuser
     assert response.status == 200
     assert response.json()["title"] == "Second"
     assert response.json()["updated"] >= value["updated"]  # auto_now, not the body's value
+
+
+async def test_nested_routers_and_other_consumers_in_the_route_list_route_as_expected():
+    from channels.generic.websocket import AsyncWebsocketConsumer
+    from channels.routing import URLRouter
+
+    seen = []
+
+    async def django_like(scope, receive, send):
+        seen.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"page"})
+
+    nested = [
+        path("api/", URLRouter([path("dog/<str:id>", PublicDogs.as_asgi())])),
+        path("chat/<str:room>", AsyncWebsocketConsumer.as_asgi()),  # a WebSocket-only consumer
+    ]
+    app = resource_application(nested, http=django_like)
+    dog = await db(Dog.objects.create)(name="Rex")
+    assert (await call("GET", f"/api/dog/{dog.pk}", app=app)).json()["name"] == "Rex"
+    assert (await call("GET", "/api/cat/1", app=app)).body == b"page"
+    assert (await call("GET", "/chat/lobby", app=app)).body == b"page"
+    assert seen == ["/api/cat/1", "/chat/lobby"]
+
+
+async def test_an_accept_header_refusing_event_streams_gets_rest():
+    dog = await db(Dog.objects.create)(name="Rex")
+    accept = [(b"accept", b"text/event-stream;q=0, application/json")]
+    response = await call("GET", f"/dog/{dog.pk}", headers=accept)
+    assert (response.status, response.json()["name"]) == (200, "Rex")
