@@ -132,6 +132,29 @@ class Resource:
         opts = self.model._meta
         return bool(user.has_perm(f"{opts.app_label}.{get_permission_codename('view', opts)}"))
 
+    def allow_create(self, user: Any) -> bool:
+        """May ``user`` create records here with ``POST`` (REST)? def or async def; a sync
+        one runs in a thread and may use the database. Default: the model's ``add``
+        permission. A refusal answers 401 (not logged in) or 403 (logged in)."""
+        return self._has_model_perm(user, "add")
+
+    def allow_update(self, user: Any, record: models.Model) -> bool:
+        """May ``user`` change ``record`` (the stored instance, before the change) with
+        ``PUT``/``PATCH`` (REST)? def or async def. Default: the model's ``change``
+        permission."""
+        return self._has_model_perm(user, "change")
+
+    def allow_delete(self, user: Any, record: models.Model) -> bool:
+        """May ``user`` delete ``record`` (the stored instance) with ``DELETE`` (REST)?
+        def or async def. Default: the model's ``delete`` permission."""
+        return self._has_model_perm(user, "delete")
+
+    def _has_model_perm(self, user: Any, action: str) -> bool:
+        if self.model is None:
+            return False
+        opts = self.model._meta
+        return bool(user.has_perm(f"{opts.app_label}.{get_permission_codename(action, opts)}"))
+
     def select_subprotocol(self, offered: list[str]) -> str | None:
         """The subprotocol to accept, from those the client offered (in its order of
         preference), or None for none. Default: the first offered one ``subprotocols``
@@ -359,8 +382,12 @@ class Resource:
     # ASGI plumbing ---------------------------------------------------------------------
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            from . import http
+
+            return await http.serve(self, scope, receive, send)
         if scope["type"] != "websocket":
-            raise ValueError(f"{type(self).__name__} handles WebSocket connections only")
+            raise ValueError(f"{type(self).__name__} handles WebSocket and HTTP connections only")
         self.scope = scope
         if (await receive())["type"] != "websocket.connect":
             return

@@ -1,14 +1,18 @@
-"""Routing helpers: a URLRouter whose unknown paths close with 4404 instead of an error."""
+"""Routing helpers: a URLRouter whose unknown paths close with 4404 instead of an error,
+and ``resource_application``: one list of resource routes served over WebSocket and HTTP."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from channels.routing import URLRouter
-from django.urls import re_path
+from channels.routing import ProtocolTypeRouter, URLRouter
+from django.urls import Resolver404, re_path
 
 from . import closing
+from . import http as http_answers
+from .auth import OriginValidator, ResourceAuthMiddlewareStack
 from .exceptions import ResourceNotFound
+from .servers import bound_daphne_pongs
 
 
 async def not_found(scope: Any, receive: Any, send: Any) -> None:
@@ -28,3 +32,77 @@ class ResourceRouter(URLRouter):  # type: ignore[misc]
 
     def __init__(self, routes: list[Any]) -> None:
         super().__init__([*routes, re_path(r"", not_found)])  # type: ignore[arg-type]
+
+
+def _is_resource(application: Any) -> bool:
+    from .consumers import Resource
+
+    consumer = getattr(application, "consumer_class", None)
+    return isinstance(consumer, type) and issubclass(consumer, Resource)
+
+
+def _matches(routes: list[Any], path: str) -> bool:
+    """True if one of ``routes`` (and of nested ``URLRouter``s) leads ``path`` (no leading
+    slash) to a ``Resource``."""
+    for route in routes:
+        try:
+            match = route.pattern.match(path)
+        except Resolver404:
+            continue
+        if not match:
+            continue
+        if isinstance(route.callback, URLRouter):
+            return _matches(route.callback.routes, match[0].lstrip("/"))
+        return _is_resource(route.callback)
+    return False
+
+
+async def _not_found(scope: Any, receive: Any, send: Any) -> None:
+    await http_answers.respond_json(send, 404, {"error": "No resource at this path"})
+
+
+class ResourceHTTPRouter:
+    """The ``http`` side of ``resource_application``: a request whose path a resource
+    route matches goes through ``ResourceAuthMiddlewareStack`` to that resource (REST or
+    an event stream); any other request goes to ``fallback`` untouched (the session is
+    loaded only once, by Django's own middleware). Without ``fallback``, other paths
+    answer 404 JSON."""
+
+    def __init__(self, routes: list[Any], fallback: Any = None) -> None:
+        self.routes = list(routes)
+        self.resources = ResourceAuthMiddlewareStack(URLRouter(self.routes))
+        self.fallback = fallback if fallback is not None else _not_found
+
+    def handles(self, scope: Any) -> bool:
+        """True if a resource answers this request's path."""
+        path = scope.get("path", "")
+        root_path = scope.get("root_path", "")
+        if root_path:
+            if not path.startswith(root_path):
+                return False
+            path = path[len(root_path) :]
+        return _matches(self.routes, path.lstrip("/"))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.handles(scope):
+            await self.resources(scope, receive, send)
+        else:
+            await self.fallback(scope, receive, send)
+
+
+def resource_application(urlpatterns: list[Any], http: Any = None) -> ProtocolTypeRouter:
+    """The whole ASGI application for ``urlpatterns`` (``path("dog/<str:id>",
+    DogResource.as_asgi())``, ...), one list for both protocols:
+
+    - ``websocket``: ``OriginValidator(ResourceAuthMiddlewareStack(ResourceRouter(urlpatterns)))``
+      (unknown paths close 4404);
+    - ``http``: resource paths answer REST and event streams (session cookie, Basic or
+      Bearer); every other path goes to ``http`` (usually ``get_asgi_application()``),
+      or answers 404 JSON when ``http`` is None.
+
+    Under daphne it also bounds the pongs daphne owes a client that floods pings and
+    never reads (``servers.bound_daphne_pongs``).
+    """
+    bound_daphne_pongs()
+    websocket = OriginValidator(ResourceAuthMiddlewareStack(ResourceRouter(urlpatterns)))
+    return ProtocolTypeRouter({"websocket": websocket, "http": ResourceHTTPRouter(urlpatterns, http)})

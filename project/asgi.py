@@ -1,8 +1,9 @@
-"""ASGI entry point: Django for HTTP, the harper resources for WebSockets.
+"""ASGI entry point: Django for its pages, the harper resources on their paths.
 
-Browsers authenticate with the session cookie, scripts with HTTP Basic
-(ResourceAuthMiddlewareStack); a browser's Origin must be one of ALLOWED_HOSTS, so another
-site cannot open a socket with a visitor's cookies.
+``resource_application`` serves the one route list of project/routing.py over
+WebSocket (origin-checked) and HTTP (REST and event streams); every other HTTP path
+goes to Django. Browsers authenticate with the session cookie, scripts with HTTP Basic
+or a Bearer token.
 """
 
 import os
@@ -12,18 +13,7 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 django_application = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs the app registry)
+from harper_resources.routing import resource_application  # noqa: E402  (needs the app registry)
+from project.routing import resource_urlpatterns  # noqa: E402
 
-from harper_resources.auth import OriginValidator, ResourceAuthMiddlewareStack  # noqa: E402
-from harper_resources.routing import ResourceRouter  # noqa: E402
-from harper_resources.servers import bound_daphne_pongs  # noqa: E402
-from project.routing import websocket_urlpatterns  # noqa: E402
-
-bound_daphne_pongs()  # daphne stops reading a client that floods pings and never reads
-
-application = ProtocolTypeRouter(
-    {
-        "http": django_application,
-        "websocket": OriginValidator(ResourceAuthMiddlewareStack(ResourceRouter(websocket_urlpatterns))),
-    }
-)
+application = resource_application(resource_urlpatterns, http=django_application)

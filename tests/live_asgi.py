@@ -8,15 +8,13 @@ from project import asgi
 
 demo_application = asgi.application  # Django is set up from here on
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from harper_resources.auth import OriginValidator, ResourceAuthMiddlewareStack  # noqa: E402
-from harper_resources.routing import ResourceRouter  # noqa: E402
-from project.routing import websocket_urlpatterns as demo_routes  # noqa: E402
+from harper_resources.routing import resource_application  # noqa: E402
+from project.routing import resource_urlpatterns as demo_routes  # noqa: E402
 from tests import resources  # noqa: E402
 
-websocket_urlpatterns = [
+resource_urlpatterns = [
     *demo_routes,
     path("private-dog/<str:id>", resources.PrivateDogs.as_asgi()),  # needs the view permission: 3003
     path("returns-number/<str:id>", resources.ReturnsNumber.as_asgi()),  # connect() not iterable: 1011
@@ -24,9 +22,4 @@ websocket_urlpatterns = [
     path("stuck-reader", resources.StuckReader.as_asgi()),  # reads one message, then none: 1008
 ]
 
-application = ProtocolTypeRouter(
-    {
-        "http": asgi.django_application,
-        "websocket": OriginValidator(ResourceAuthMiddlewareStack(ResourceRouter(websocket_urlpatterns))),
-    }
-)
+application = resource_application(resource_urlpatterns, http=asgi.django_application)

@@ -1,0 +1,455 @@
+"""REST on a resource path: ``GET``/``PUT``/``PATCH``/``DELETE`` on a record path,
+``GET``/``POST`` on the collection path, from the same ``Resource`` class.
+
+Bodies are the record's ``value`` exactly as a WebSocket ``put`` carries it (the
+resource's ``fields``/``exclude``/``serialize``). Writes are validated by a
+``ModelForm`` of the fields the resource exposes and go through ``save()`` and
+``delete()``, so every subscriber sees them. Statuses and hooks: README, "REST on the
+same path". Encoding and decoding bodies are one function each (``encode_body``,
+``decode_body``): the place to add other media types.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote
+
+from channels.db import database_sync_to_async
+from django import forms
+from django.core.exceptions import DisallowedHost, ValidationError
+from django.db import IntegrityError, models, router, transaction
+from django.db.models.deletion import ProtectedError, RestrictedError
+from django.db.models.fields import AutoFieldMixin
+from django.forms.models import modelform_factory
+from django.middleware.csrf import CsrfViewMiddleware
+
+from . import http, protocol, tables
+from .auth import AUTH_CREDENTIAL
+from .conf import settings
+
+if TYPE_CHECKING:
+    from .consumers import Resource
+
+logger = logging.getLogger("harper_resources")
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+RECORD_METHODS = ("GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS")
+COLLECTION_METHODS = ("GET", "HEAD", "POST", "OPTIONS")
+PLAIN_METHODS = ("GET", "HEAD", "OPTIONS")
+#: Query parameters of a collection ``GET`` that are not field filters.
+PAGING = ("limit", "offset")
+
+
+class Answer(Exception):
+    """Stop handling the request and answer ``status`` with ``value`` as the body."""
+
+    def __init__(self, status: int, value: Any = None, headers: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(status)
+        self.status = status
+        self.value = value
+        self.headers = headers or []
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived: nothing to answer."""
+
+
+def error(status: int, message: str, errors: dict[str, list[str]] | None = None) -> Answer:
+    """An error answer: ``{"error": message}``, plus ``"errors"`` (field name to
+    messages; ``"__all__"`` for errors of the whole record) when given."""
+    value: dict[str, Any] = {"error": message}
+    if errors:
+        value["errors"] = errors
+    headers = http.unauthorized_headers() if status == 401 else None
+    return Answer(status, value, headers)
+
+
+def encode_body(scope: dict[str, Any], value: Any) -> tuple[str, bytes]:
+    """The response body for ``value``: ``(content type, bytes)``. JSON, with the frames'
+    encoder, so a record reads exactly as in a WebSocket ``put``."""
+    return http.JSON, protocol.encode(value).encode("utf-8")
+
+
+def decode_body(scope: dict[str, Any], body: bytes) -> Any:
+    """The request body as a value. Raises ``ValueError`` (answered 400) when it cannot
+    be decoded. JSON, whatever ``Content-Type`` says."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"The body is not valid JSON: {exc}") from None
+
+
+async def serve(resource: Resource, scope: dict[str, Any], receive: http.Receive, send: http.Send) -> None:
+    """Answer one REST request. Any error of the resource's code answers 500 with a
+    generic body (the exception is logged, never sent)."""
+    head = scope.get("method") == "HEAD"
+    try:
+        status, value, headers = await _handle(resource, scope, receive)
+    except ClientGone:
+        return
+    except Answer as answer:
+        status, value, headers = answer.status, answer.value, answer.headers
+    except Exception:
+        logger.exception("harper_resources: %s %s failed", scope.get("method"), scope.get("path"))
+        status, value, headers = 500, {"error": "Server error"}, []
+    if value is None:
+        await http.respond(send, status, headers=headers, head=head)
+        return
+    content_type, body = encode_body(scope, value)
+    await http.respond(send, status, body, content_type, headers, head)
+
+
+def allowed_methods(resource: Resource) -> tuple[str, ...]:
+    """The methods this path answers: a record path, the collection, or a plain resource."""
+    if resource.model is None:
+        return PLAIN_METHODS
+    return COLLECTION_METHODS if resource.id is None else RECORD_METHODS
+
+
+async def _handle(resource: Resource, scope: dict[str, Any], receive: http.Receive) -> tuple[int, Any, list[Any]]:
+    method = str(scope.get("method", "GET")).upper()
+    if not http.bind(resource, scope):
+        raise error(404, "No record at this path")
+    allowed = allowed_methods(resource)
+    allow = [("Allow", ", ".join(allowed))]
+    if method == "OPTIONS":
+        return 204, None, allow
+    if method not in allowed:
+        raise Answer(405, {"error": f"{method} is not allowed on this path"}, allow)
+    if http.credentials_failed(scope):
+        raise error(401, "Wrong or expired credentials")
+    if method in SAFE_METHODS:
+        await _permit(resource, resource.allow_read, resource.user)
+        if resource.model is None:
+            raise error(404, "This resource has no records; open it as a WebSocket or an event stream")
+        if resource.id is None:
+            return 200, await database_sync_to_async(_list)(resource), []
+        return 200, await database_sync_to_async(_get)(resource), []
+    body = await _read_body(scope, receive)
+    if method == "POST":
+        await _permit(resource, resource.allow_create, resource.user)
+        await _check_csrf(scope, body)
+        data = _data(scope, body)
+        pk, value = await database_sync_to_async(_create)(resource, data)
+        collection = scope.get("path", "/")
+        location = collection.rstrip("/") + "/" + quote(tables.key(pk), safe="")
+        return 201, value, [("Location", location)]
+    record = await database_sync_to_async(_visible)(resource)
+    if record is None:
+        raise error(404, "No record at this path")
+    if method == "DELETE":
+        await _permit(resource, resource.allow_delete, resource.user, record)
+        await _check_csrf(scope, body)
+        await database_sync_to_async(_delete)(resource)
+        return 204, None, []
+    await _permit(resource, resource.allow_update, resource.user, record)
+    await _check_csrf(scope, body)
+    data = _data(scope, body)
+    value = await database_sync_to_async(_update)(resource, data, method == "PATCH")
+    # None: the record is saved but this resource no longer shows it (allow_record).
+    return (204, None, []) if value is None else (200, value, [])
+
+
+async def _permit(resource: Resource, hook: Callable[..., Any], *args: Any) -> None:
+    """Run a permission hook (def or async def); refuse with 401 when the user is not
+    logged in, else 403."""
+    if inspect.iscoroutinefunction(hook):
+        allowed = await hook(*args)
+    else:
+        allowed = await database_sync_to_async(hook)(*args)
+    if not allowed:
+        if resource.user.is_authenticated:
+            raise error(403, "Not allowed")
+        raise error(401, "Must login")
+
+
+async def _read_body(scope: dict[str, Any], receive: http.Receive) -> bytes:
+    """The whole request body; 413 past ``MAX_MESSAGE_BYTES`` (refused from
+    ``Content-Length`` before reading when it says so)."""
+    limit = settings.MAX_MESSAGE_BYTES
+    declared = http.header(scope, b"content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise error(400, "Bad Content-Length") from None
+        if size > limit:
+            raise error(413, f"The body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        if message["type"] != "http.request":
+            continue
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise error(413, f"The body is larger than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+class _CsrfCheck(CsrfViewMiddleware):
+    """Django's CSRF check, answering the reason of a refusal instead of its 403 page."""
+
+    def _reject(self, request: Any, reason: str) -> Any:
+        return reason
+
+
+def _never_called(request: Any) -> Any:
+    """The view and ``get_response`` the CSRF check is given: it calls neither."""
+    raise AssertionError("the CSRF check never calls the view")
+
+
+def _csrf_refusal(scope: dict[str, Any], body: bytes) -> str | None:
+    """Why Django's ``CsrfViewMiddleware`` refuses this request (None: it accepts it),
+    judged on a Django request built from the scope (cookie, ``X-CSRFToken``,
+    ``Origin``/``Referer``, ``CSRF_TRUSTED_ORIGINS``, ``CSRF_USE_SESSIONS``)."""
+    from django.core.handlers.asgi import ASGIRequest
+
+    request = ASGIRequest(scope, io.BytesIO(body))
+    if "session" in scope:
+        request.session = scope["session"]
+    try:
+        refusal = _CsrfCheck(_never_called).process_view(request, _never_called, (), {})
+    except DisallowedHost:
+        return "Host not allowed"
+    return None if refusal is None else str(refusal)
+
+
+async def _check_csrf(scope: dict[str, Any], body: bytes) -> None:
+    """Refuse (403) an unsafe request without a valid CSRF token, unless it was
+    authenticated by Basic or Bearer credentials (a browser never adds those by itself)."""
+    if scope.get(AUTH_CREDENTIAL) is not None:
+        return
+    reason = await database_sync_to_async(_csrf_refusal)(scope, body)
+    if reason is not None:
+        raise error(403, f"CSRF check failed: {reason}")
+
+
+def _data(scope: dict[str, Any], body: bytes) -> dict[str, Any]:
+    try:
+        data = decode_body(scope, body)
+    except ValueError as exc:
+        raise error(400, str(exc)[:200]) from None
+    if not isinstance(data, dict):
+        raise error(400, "The body must be an object of field values")
+    return data
+
+
+# Fields --------------------------------------------------------------------------------
+
+
+def exposed_fields(resource: Resource) -> dict[str, Any]:
+    """The model fields in this resource's ``value`` (before ``serialize``), by name:
+    what filters may name and what bodies may hold."""
+    cls = type(resource)
+    assert cls.model is not None
+    keep = None if cls.fields is None else set(cls.fields)
+    drop = set(cls.exclude) | set(tables.secret_fields(cls.model))
+    return {
+        field.name: field
+        for field in tables.value_fields(cls.model)
+        if (field.name in keep if keep is not None else field.name not in drop)
+    }
+
+
+def _writable(field: Any, creating: bool) -> bool:
+    if not field.editable or isinstance(field, AutoFieldMixin):
+        return False
+    # A record's key is set when it is created, never changed (that would be another record).
+    return creating or not field.primary_key
+
+
+def _value(resource: Resource, instance: models.Model) -> dict[str, Any] | None:
+    """The record as this resource's ``put`` value, or None if ``allow_record`` hides it."""
+    value = tables.record_value(instance)
+    if not resource._allows(value):
+        return None
+    projection = resource._projection()
+    return value if projection is None else projection.value(value)
+
+
+# Reads ---------------------------------------------------------------------------------
+
+
+def _get(resource: Resource) -> dict[str, Any]:
+    record = resource.get_queryset().filter(pk=resource.pk).first()
+    value = None if record is None else _value(resource, record)
+    if value is None:
+        raise error(404, "No record at this path")
+    return value
+
+
+def _list(resource: Resource) -> list[dict[str, Any]]:
+    queryset = resource.get_queryset().order_by("pk")
+    fields = exposed_fields(resource)
+    limit, offset = settings.COLLECTION_LIMIT, 0
+    lookups: dict[str, list[Any]] = {}
+    problems: dict[str, list[str]] = {}
+    for name, raw in parse_qsl(resource.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True):
+        if name in PAGING:
+            try:
+                number = int(raw)
+            except ValueError:
+                number = -1
+            if number < 0 or (name == "limit" and number > settings.COLLECTION_LIMIT):
+                most = f" at most {settings.COLLECTION_LIMIT}" if name == "limit" else ""
+                problems[name] = [f"Must be a whole number from 0{most}."]
+            elif name == "limit":
+                limit = number
+            else:
+                offset = number
+            continue
+        field = fields.get(name)
+        if field is None:
+            problems[name] = ["Not a field of this resource."]
+            continue
+        try:
+            lookups.setdefault(field.attname, []).append(field.to_python(raw))
+        except ValidationError as exc:
+            problems[name] = list(exc.messages)
+    if problems:
+        raise error(400, "Bad query", problems)
+    for attname, values in lookups.items():
+        queryset = queryset.filter(**({attname: values[0]} if len(values) == 1 else {f"{attname}__in": values}))
+    shown = (_value(resource, record) for record in queryset[offset : offset + limit])
+    return [value for value in shown if value is not None]
+
+
+def _visible(resource: Resource) -> models.Model | None:
+    """The record at this path, if this resource shows it (``get_queryset``, ``allow_record``)."""
+    record: models.Model | None = resource.get_queryset().filter(pk=resource.pk).first()
+    if record is None or not resource._allows(tables.record_value(record)):
+        return None
+    return record
+
+
+# Writes --------------------------------------------------------------------------------
+
+
+def _form_data(resource: Resource, data: dict[str, Any], creating: bool) -> tuple[dict[str, Any], list[str]]:
+    """``data`` checked against the exposed fields: the writable ones (by name), and
+    400 for names the resource does not expose or a key that does not match the path.
+    Read-only exposed fields (the key, non-editable fields) are ignored, so a body read
+    with ``GET`` can be sent back as it is."""
+    fields = exposed_fields(resource)
+    problems: dict[str, list[str]] = {}
+    writable: dict[str, Any] = {}
+    for name, item in data.items():
+        field = fields.get(name)
+        if field is None:
+            problems[name] = ["Not a field of this resource."]
+        elif _writable(field, creating):
+            writable[name] = item
+        elif field.primary_key and resource.pk is not None:
+            try:
+                same = tables.key(field.to_python(item)) == tables.key(resource.pk)
+            except ValidationError:
+                same = False
+            if not same:
+                problems[name] = ["Does not match the id in the path."]
+    if problems:
+        raise error(400, "Invalid data", problems)
+    names = [name for name, field in fields.items() if _writable(field, creating)]
+    return writable, names
+
+
+def _defaults(resource: Resource, writable: dict[str, Any], names: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """For a whole record (``PUT``, ``POST``): the fields the form validates, and the
+    model defaults of those the body leaves out that have one (set as they are, as a
+    new instance has them, rather than refused as missing by the form). Omitted fields
+    without a default stay in the form, which may require them."""
+    fields = exposed_fields(resource)
+    defaults = {
+        fields[name].attname: fields[name].get_default()
+        for name in names
+        if name not in writable and fields[name].has_default()
+    }
+    return [name for name in names if name in writable or not fields[name].has_default()], defaults
+
+
+def _form(resource: Resource, names: list[str], data: dict[str, Any], instance: models.Model | None) -> Any:
+    assert resource.model is not None
+    form_class: type[forms.ModelForm[Any]] = modelform_factory(resource.model, fields=names)
+    form = form_class(data=data, instance=instance)
+    if not form.is_valid():
+        errors = {name: [str(message) for message in messages] for name, messages in form.errors.items()}
+        raise error(400, "Invalid data", errors)
+    return form
+
+
+def _stored_value(resource: Resource, pk: Any, using: str) -> dict[str, Any] | None:
+    """The stored row's value after a write (what subscribers get), as this resource shows it."""
+    assert resource.model is not None
+    row = tables.read_row(resource.model, pk, using)
+    return None if row is None else _value(resource, row)
+
+
+def _create(resource: Resource, data: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
+    writable, names = _form_data(resource, data, creating=True)
+    names, _ = _defaults(resource, writable, names)  # a new instance has its defaults already
+    form = _form(resource, names, writable, None)
+    try:
+        with transaction.atomic(using=_write_db(resource)):
+            instance = form.save()
+            value = _stored_value(resource, instance.pk, instance._state.db or "default")
+    except IntegrityError:
+        raise error(409, "The database refused the record") from None
+    return instance.pk, value
+
+
+def _write_db(resource: Resource) -> str:
+    assert resource.model is not None
+    return router.db_for_write(resource.model)
+
+
+def _locked(resource: Resource) -> models.Model:
+    """The record at this path, locked until the transaction ends (where the database
+    can: not SQLite, whose writers wait for each other anyway); 404 if it is gone."""
+    assert resource.model is not None
+    manager = resource.model._base_manager.db_manager(_write_db(resource))
+    record = manager.select_for_update().filter(pk=resource.pk).first()
+    if record is None:
+        raise error(404, "No record at this path")
+    return record
+
+
+def _update(resource: Resource, data: dict[str, Any], partial: bool) -> dict[str, Any] | None:
+    """``PUT`` (every writable exposed field: omitted ones take their default or fail as
+    required) or ``PATCH`` (only the fields sent, saved with ``update_fields``)."""
+    assert resource.model is not None
+    writable, names = _form_data(resource, data, creating=False)
+    defaults: dict[str, Any] = {}
+    if partial:
+        names = [name for name in names if name in writable]
+    else:
+        names, defaults = _defaults(resource, writable, names)
+    try:
+        with transaction.atomic(using=_write_db(resource)):
+            record = _locked(resource)
+            form = _form(resource, names, writable, record)
+            instance = form.save(commit=False)
+            for attname, value in defaults.items():
+                setattr(instance, attname, value)
+            # PATCH writes only its fields: concurrent PATCHes of other fields all stay.
+            instance.save(update_fields=names if partial else None)
+            return _stored_value(resource, instance.pk, instance._state.db or "default")
+    except IntegrityError:
+        raise error(409, "The database refused the change") from None
+
+
+def _delete(resource: Resource) -> None:
+    try:
+        with transaction.atomic(using=_write_db(resource)):
+            _locked(resource).delete()
+    except (ProtectedError, RestrictedError):
+        raise error(409, "Other records refer to this one") from None

@@ -1,0 +1,618 @@
+"""REST on the resource path: the same Resource answers GET/PUT/PATCH/POST/DELETE, with
+the same values, permissions and broadcasts as its WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib.util
+import json
+from typing import Any
+
+import pytest
+from channels.testing import HttpCommunicator
+from django.contrib.auth.models import Permission, User
+from django.test import Client as HttpClient
+from django.test import override_settings
+from django.urls import path
+from django.utils.crypto import get_random_string
+
+from harper_resources import Resource, tokens
+from harper_resources.routing import resource_application
+from project.dogs.models import Dog
+from tests import resources
+from tests.conftest import db
+from tests.testapp.models import Gadget, Stamped
+from tests.testapp.resources import GadgetResource, StampedResource, TagResource
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PASSWORD = "pw-123456"
+
+
+class PublicDogs(Resource):
+    """Anyone reads; writes need the model's add/change/delete permissions (the defaults)."""
+
+    model = Dog
+
+    def allow_read(self, user):
+        return True
+
+
+class GuardedDogs(PublicDogs):
+    """Async hooks: anyone logged in may create; nobody changes or deletes a dog named "Locked"."""
+
+    async def allow_create(self, user):
+        return user.is_authenticated
+
+    async def allow_update(self, user, record):
+        return user.is_authenticated and record.name != "Locked"
+
+    async def allow_delete(self, user, record):
+        return user.is_authenticated and record.name != "Locked"
+
+
+routes = [
+    path("dog/<str:id>", PublicDogs.as_asgi()),
+    path("dog/", PublicDogs.as_asgi()),
+    path("private-dog/<str:id>", resources.PrivateDogs.as_asgi()),
+    path("dog-names/<str:id>", resources.DogNames.as_asgi()),
+    path("dog-names/", resources.DogNames.as_asgi()),
+    path("labelled-dog/<str:id>", resources.LabelledDogs.as_asgi()),
+    path("young-dogs/<str:id>", resources.YoungDogsOnly.as_asgi()),
+    path("young-dogs/", resources.YoungDogsOnly.as_asgi()),
+    path("user/<str:id>", resources.Users.as_asgi()),
+    path("guarded-dog/<str:id>", GuardedDogs.as_asgi()),
+    path("guarded-dog/", GuardedDogs.as_asgi()),
+    path("members", resources.MembersOnly.as_asgi()),
+    path("tag/<path:id>", TagResource.as_asgi()),
+    path("tag/", TagResource.as_asgi()),
+    path("gadget/<str:id>", GadgetResource.as_asgi()),
+    path("gadget/", GadgetResource.as_asgi()),
+    path("stamped/<str:id>", StampedResource.as_asgi()),
+]
+application = resource_application(routes)
+
+
+class Response:
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.status = raw["status"]
+        self.headers = {name.decode().lower(): value.decode() for name, value in raw["headers"]}
+        self.body = raw["body"]
+
+    def json(self) -> Any:
+        assert self.headers["content-type"] == "application/json"
+        return json.loads(self.body)
+
+
+async def call(method: str, url: str, body: Any = None, headers=(), raw: bytes | None = None, app=application):
+    """One request to ``app``; ``body`` is sent as JSON, ``raw`` as it is."""
+    data = raw if raw is not None else b"" if body is None else json.dumps(body).encode()
+    sent = [(b"host", b"testserver"), *headers]
+    if data:
+        sent.append((b"content-type", b"application/json"))
+    communicator = HttpCommunicator(app, method, url, data, sent)
+    try:
+        return Response(await communicator.get_response(timeout=10))
+    finally:
+        await communicator.wait(timeout=5)
+
+
+def basic(username, password=PASSWORD):
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return [(b"authorization", f"Basic {token}".encode())]
+
+
+def make_user(username, perms=(), **extra):
+    user = User.objects.create_user(username, password=PASSWORD, **extra)
+    for codename in perms:
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    return user
+
+
+def session_headers(user, csrf: str | None = None):
+    """The session cookie of ``user`` (and a csrftoken cookie plus the matching
+    X-CSRFToken header when ``csrf`` is "valid", only the cookie when "cookie-only")."""
+    client = HttpClient()
+    client.force_login(user)
+    cookie = f"sessionid={client.cookies['sessionid'].value}"
+    headers = []
+    if csrf is not None:
+        secret = get_random_string(32)
+        cookie += f"; csrftoken={secret}"
+        if csrf == "valid":
+            headers.append((b"x-csrftoken", secret.encode()))
+    return [(b"cookie", cookie.encode()), *headers]
+
+
+@pytest.fixture
+async def editor():
+    """Basic credentials of a user with every permission on Dog."""
+    await db(make_user)("editor", perms=("add_dog", "change_dog", "delete_dog", "view_dog"))
+    return basic("editor")
+
+
+@pytest.fixture
+async def superuser():
+    """Basic credentials of a superuser (every permission of every model)."""
+    await db(User.objects.create_superuser)("root", password=PASSWORD)
+    return basic("root")
+
+
+@pytest.fixture
+async def reader():
+    """Basic credentials of a logged-in user with no permission at all."""
+    await db(make_user)("reader")
+    return basic("reader")
+
+
+def row(pk):
+    return Dog.objects.values("id", "name", "breed", "age").get(pk=pk)
+
+
+# GET ------------------------------------------------------------------------------------
+
+
+async def test_get_of_a_record_is_200_json_of_the_value_its_websocket_put_carries(ws):
+    dog = await db(Dog.objects.create)(name="Rex", breed="Collie", age=3)
+    response = await call("GET", f"/dog/{dog.pk}")
+    assert response.status == 200
+    assert response.json() == {"id": dog.pk, "name": "Rex", "breed": "Collie", "age": 3}
+    client = await ws(f"/dog/{dog.pk}", application=application)
+    assert (await client.receive())["value"] == response.json()
+
+
+@pytest.mark.parametrize("prefix", ["dog-names", "labelled-dog", "user"])
+async def test_fields_exclude_and_serialize_shape_rest_bodies_exactly_as_websocket_values(ws, prefix):
+    if prefix == "user":
+        record = await db(User.objects.create_user)("someone", password="secret-pw")
+    else:
+        record = await db(Dog.objects.create)(name="Rex", breed="Collie", age=3)
+    response = await call("GET", f"/{prefix}/{record.pk}")
+    client = await ws(f"/{prefix}/{record.pk}", application=application)
+    put = await client.receive()
+    assert response.status == 200
+    assert response.json() == put["value"]
+    assert "age" not in response.json() and "password" not in response.json()
+
+
+async def test_get_of_a_missing_record_or_an_impossible_id_is_404_json():
+    for url in ("/dog/999999", "/dog/abc"):
+        response = await call("GET", url)
+        assert response.status == 404
+        assert "error" in response.json()
+
+
+async def test_get_of_a_record_the_resource_hides_is_404():
+    old = await db(Dog.objects.create)(name="Old", age=12)
+    young = await db(Dog.objects.create)(name="Pup", age=1)
+    assert (await call("GET", f"/young-dogs/{old.pk}")).status == 404
+    assert (await call("GET", f"/young-dogs/{young.pk}")).status == 200
+    assert [dog["name"] for dog in (await call("GET", "/young-dogs/")).json()] == ["Pup"]
+
+
+async def test_head_answers_the_headers_of_get_without_a_body():
+    dog = await db(Dog.objects.create)(name="Rex")
+    response = await call("HEAD", f"/dog/{dog.pk}")
+    full = await call("GET", f"/dog/{dog.pk}")
+    assert (response.status, response.body) == (200, b"")
+    assert response.headers["content-length"] == str(len(full.body))
+
+
+async def test_the_collection_is_a_json_array_in_key_order_paged_with_limit_and_offset():
+    dogs = [await db(Dog.objects.create)(name=f"Dog {n}", age=n) for n in range(5)]
+    everything = (await call("GET", "/dog/")).json()
+    assert [dog["id"] for dog in everything] == [dog.pk for dog in dogs]
+    page = (await call("GET", "/dog/?limit=2&offset=1")).json()
+    assert [dog["name"] for dog in page] == ["Dog 1", "Dog 2"]
+    assert (await call("GET", "/dog/?limit=0")).json() == []
+
+
+async def test_the_collection_default_page_is_the_collection_limit():
+    for n in range(4):
+        await db(Dog.objects.create)(name=f"Dog {n}")
+    with override_settings(HARPER_RESOURCES_COLLECTION_LIMIT=3):
+        assert len((await call("GET", "/dog/")).json()) == 3
+        response = await call("GET", "/dog/?limit=4")
+    assert response.status == 400
+    assert "limit" in response.json()["errors"]
+
+
+async def test_the_collection_filters_on_the_fields_the_resource_shows():
+    await db(Dog.objects.create)(name="Rex", breed="Collie", age=3)
+    await db(Dog.objects.create)(name="Luna", breed="Husky", age=3)
+    await db(Dog.objects.create)(name="Biscuit", breed="Collie", age=5)
+    collies = (await call("GET", "/dog/?breed=Collie")).json()
+    assert [dog["name"] for dog in collies] == ["Rex", "Biscuit"]
+    assert [dog["name"] for dog in (await call("GET", "/dog/?breed=Collie&age=5")).json()] == ["Biscuit"]
+    assert [dog["name"] for dog in (await call("GET", "/dog/?age=3&age=5&limit=2")).json()] == ["Rex", "Luna"]
+
+
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [
+        ("/dog/?colour=brown", "colour"),  # not a field at all
+        ("/dog-names/?age=3", "age"),  # a field this resource does not show
+        ("/dog/?age=old", "age"),  # not a value of the field
+        ("/dog/?limit=-1", "limit"),
+        ("/dog/?offset=x", "offset"),
+    ],
+)
+async def test_a_bad_query_is_400_naming_the_parameter(url, field):
+    response = await call("GET", url)
+    assert response.status == 400
+    assert list(response.json()["errors"]) == [field]
+
+
+# Permissions ------------------------------------------------------------------------------
+
+
+async def test_reading_a_private_resource_needs_a_login_then_the_view_permission(reader):
+    dog = await db(Dog.objects.create)(name="Rex")
+    anonymous = await call("GET", f"/private-dog/{dog.pk}")
+    assert anonymous.status == 401
+    assert anonymous.headers["www-authenticate"].startswith("Basic realm=")
+    assert (await call("GET", f"/private-dog/{dog.pk}", headers=reader)).status == 403
+    await db(make_user)("viewer", perms=("view_dog",))
+    assert (await call("GET", f"/private-dog/{dog.pk}", headers=basic("viewer"))).status == 200
+
+
+async def test_wrong_credentials_are_401_even_on_a_public_resource(reader):
+    dog = await db(Dog.objects.create)(name="Rex")
+    response = await call("GET", f"/dog/{dog.pk}", headers=basic("reader", "wrong password"))
+    assert response.status == 401
+    assert "www-authenticate" in response.headers
+    bearer = [(b"authorization", b"Bearer not-a-token")]
+    assert (await call("GET", f"/dog/{dog.pk}", headers=bearer)).status == 401
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body"),
+    [
+        ("PUT", "/dog/{pk}", {"name": "X"}),
+        ("PATCH", "/dog/{pk}", {"name": "X"}),
+        ("DELETE", "/dog/{pk}", None),
+        ("POST", "/dog/", {"name": "X"}),
+    ],
+)
+async def test_writes_refuse_anonymous_clients_401_and_users_without_the_permission_403(method, url, body, reader):
+    dog = await db(Dog.objects.create)(name="Rex")
+    anonymous = await call(method, url.format(pk=dog.pk), body)
+    assert anonymous.status == 401
+    assert anonymous.headers["www-authenticate"].startswith("Basic")
+    assert (await call(method, url.format(pk=dog.pk), body, headers=reader)).status == 403
+    assert await db(row)(dog.pk) == {"id": dog.pk, "name": "Rex", "breed": "", "age": 0}
+    assert await db(Dog.objects.count)() == 1
+
+
+async def test_async_hooks_decide_per_record(reader):
+    dog = await db(Dog.objects.create)(name="Rex")
+    locked = await db(Dog.objects.create)(name="Locked")
+    assert (await call("PATCH", f"/guarded-dog/{dog.pk}", {"age": 4}, headers=reader)).status == 200
+    assert (await call("PATCH", f"/guarded-dog/{locked.pk}", {"age": 4}, headers=reader)).status == 403
+    assert (await call("DELETE", f"/guarded-dog/{locked.pk}", headers=reader)).status == 403
+    assert (await call("POST", "/guarded-dog/", {"name": "New"}, headers=reader)).status == 201
+    assert (await call("POST", "/guarded-dog/", {"name": "New"})).status == 401
+
+
+# Writes -----------------------------------------------------------------------------------
+
+
+async def test_put_replaces_the_record_and_answers_the_stored_value(editor):
+    dog = await db(Dog.objects.create)(name="Rex", breed="Collie", age=3)
+    response = await call("PUT", f"/dog/{dog.pk}", {"id": dog.pk, "name": "Rex II"}, headers=editor)
+    assert response.status == 200
+    # A full replace: the omitted fields take their defaults.
+    assert response.json() == {"id": dog.pk, "name": "Rex II", "breed": "", "age": 0}
+    assert await db(row)(dog.pk) == response.json()
+
+
+async def test_patch_changes_only_the_fields_it_sends(editor):
+    dog = await db(Dog.objects.create)(name="Rex", breed="Collie", age=3)
+    response = await call("PATCH", f"/dog/{dog.pk}", {"age": 4}, headers=editor)
+    assert response.status == 200
+    assert response.json() == {"id": dog.pk, "name": "Rex", "breed": "Collie", "age": 4}
+    assert await db(row)(dog.pk) == response.json()
+    unchanged = await call("PATCH", f"/dog/{dog.pk}", {"id": dog.pk}, headers=editor)
+    assert (unchanged.status, unchanged.json()) == (200, response.json())
+
+
+async def test_post_creates_a_record_201_with_its_location_and_value(editor):
+    response = await call("POST", "/dog/", {"name": "Fido", "breed": "Beagle"}, headers=editor)
+    assert response.status == 201
+    created = await db(Dog.objects.get)(name="Fido")
+    assert response.headers["location"] == f"/dog/{created.pk}"
+    assert response.json() == {"id": created.pk, "name": "Fido", "breed": "Beagle", "age": 0}
+    assert (await call("GET", response.headers["location"])).json() == response.json()
+
+
+async def test_delete_removes_the_record_with_204(editor):
+    dog = await db(Dog.objects.create)(name="Rex")
+    response = await call("DELETE", f"/dog/{dog.pk}", headers=editor)
+    assert (response.status, response.body) == (204, b"")
+    assert not await db(Dog.objects.filter(pk=dog.pk).exists)()
+    assert (await call("DELETE", f"/dog/{dog.pk}", headers=editor)).status == 404
+
+
+async def test_writes_to_a_missing_record_are_404(editor):
+    for method in ("PUT", "PATCH"):
+        assert (await call(method, "/dog/999999", {"name": "X"}, headers=editor)).status == 404
+    assert await db(Dog.objects.count)() == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "fields"),
+    [
+        ("PUT", {"breed": "Collie"}, ["name"]),  # required
+        ("PATCH", {"name": ""}, ["name"]),  # required, sent empty
+        ("PATCH", {"age": "old"}, ["age"]),  # not a number
+        ("PATCH", {"age": -1}, ["age"]),  # a validator of the model field
+        ("PATCH", {"name": "x" * 101}, ["name"]),  # max_length
+        ("PATCH", {"colour": "brown"}, ["colour"]),  # not a field of the resource
+        ("PATCH", {"id": 1_000_000}, ["id"]),  # another record's key
+        ("PATCH", {"name": None, "age": "x"}, ["name", "age"]),
+    ],
+)
+async def test_invalid_values_are_400_json_naming_each_field(editor, method, body, fields):
+    dog = await db(Dog.objects.create)(name="Rex", breed="Collie", age=3)
+    response = await call(method, f"/dog/{dog.pk}", body, headers=editor)
+    assert response.status == 400
+    assert sorted(response.json()["errors"]) == sorted(fields)
+    assert await db(row)(dog.pk) == {"id": dog.pk, "name": "Rex", "breed": "Collie", "age": 3}
+
+
+async def test_a_field_the_resource_does_not_show_cannot_be_written(editor):
+    dog = await db(Dog.objects.create)(name="Rex", age=3)
+    response = await call("PATCH", f"/dog-names/{dog.pk}", {"age": 9}, headers=editor)
+    assert (response.status, list(response.json()["errors"])) == (400, ["age"])
+    # PUT replaces what the resource shows, and leaves the rest as stored.
+    response = await call("PUT", f"/dog-names/{dog.pk}", {"name": "Rex II"}, headers=editor)
+    assert response.json() == {"id": dog.pk, "name": "Rex II"}
+    assert await db(row)(dog.pk) == {"id": dog.pk, "name": "Rex II", "breed": "", "age": 3}
+
+
+async def test_a_body_read_with_get_can_be_sent_back_with_put(editor):
+    dog = await db(Dog.objects.create)(name="Rex", age=3)
+    value = (await call("GET", f"/dog/{dog.pk}")).json()
+    response = await call("PUT", f"/dog/{dog.pk}", {**value, "age": 5}, headers=editor)
+    assert (response.status, response.json()["age"]) == (200, 5)
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b'["a", "list"]', b"\xff\xfe", b""])
+async def test_a_body_that_is_not_a_json_object_is_400(editor, raw):
+    dog = await db(Dog.objects.create)(name="Rex")
+    response = await call("PATCH", f"/dog/{dog.pk}", raw=raw, headers=editor)
+    assert response.status == 400
+    assert response.json()["error"]
+
+
+async def test_a_body_over_the_size_limit_is_413(editor):
+    dog = await db(Dog.objects.create)(name="Rex")
+    with override_settings(HARPER_RESOURCES_MAX_MESSAGE_BYTES=100):
+        response = await call("PATCH", f"/dog/{dog.pk}", {"name": "x" * 200}, headers=editor)
+        declared = await call("POST", "/dog/", raw=b"{}", headers=[*editor, (b"content-length", b"5000000")])
+    assert response.status == 413
+    assert declared.status == 413
+    assert (await db(row)(dog.pk))["name"] == "Rex"
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "allow"),
+    [
+        ("POST", "/dog/{pk}", "GET, HEAD, PUT, PATCH, DELETE, OPTIONS"),
+        ("DELETE", "/dog/", "GET, HEAD, POST, OPTIONS"),
+        ("PUT", "/dog/", "GET, HEAD, POST, OPTIONS"),
+        ("POST", "/members", "GET, HEAD, OPTIONS"),
+    ],
+)
+async def test_a_method_the_path_does_not_support_is_405_with_allow(editor, method, url, allow):
+    dog = await db(Dog.objects.create)(name="Rex")
+    response = await call(method, url.format(pk=dog.pk), {"name": "X"}, headers=editor)
+    assert response.status == 405
+    assert response.headers["allow"] == allow
+    options = await call("OPTIONS", url.format(pk=dog.pk))
+    assert (options.status, options.headers["allow"]) == (204, allow)
+
+
+async def test_a_plain_resource_needs_its_login_and_has_no_records(reader):
+    assert (await call("GET", "/members")).status == 401
+    response = await call("GET", "/members", headers=reader)
+    assert response.status == 404
+    assert "WebSocket" in response.json()["error"]
+
+
+async def test_paths_no_resource_answers_are_404_json_without_an_http_application():
+    response = await call("GET", "/nowhere/1")
+    assert response.status == 404
+    assert response.json() == {"error": "No resource at this path"}
+
+
+async def test_other_paths_go_to_the_http_application_untouched():
+    seen = []
+
+    async def django_like(scope, receive, send):
+        seen.append(scope)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"page"})
+
+    app = resource_application(routes, http=django_like)
+    page = await call("GET", "/dogs/341/", app=app)
+    assert (page.status, page.body) == (200, b"page")
+    # Not through the resources' session and auth middleware: Django loads its session itself.
+    assert "session" not in seen[0] and "user" not in seen[0]
+    dog = await db(Dog.objects.create)(name="Rex")
+    assert (await call("GET", f"/dog/{dog.pk}", app=app)).json()["name"] == "Rex"
+    assert len(seen) == 1
+
+
+async def test_an_event_stream_request_is_not_answered_as_rest():
+    dog = await db(Dog.objects.create)(name="Rex")
+    communicator = HttpCommunicator(
+        application, "GET", f"/dog/{dog.pk}", headers=[(b"host", b"testserver"), (b"accept", b"text/event-stream")]
+    )
+    await communicator.send_input({"type": "http.request", "body": b""})
+    start = await communicator.receive_output(timeout=10)
+    headers = dict(start["headers"])
+    if importlib.util.find_spec("harper_resources.sse") is None:
+        assert start["status"] == 406
+    else:
+        assert (start["status"], headers[b"content-type"].split(b";")[0]) == (200, b"text/event-stream")
+    await communicator.send_input({"type": "http.disconnect"})
+    await communicator.wait(timeout=5)
+
+
+# Auth and CSRF ------------------------------------------------------------------------------
+
+
+async def test_a_session_needs_the_csrf_token_for_writes():
+    staff = await db(make_user)("staff", perms=("change_dog",), is_staff=True)
+    dog = await db(Dog.objects.create)(name="Rex")
+    no_cookie = await call("PATCH", f"/dog/{dog.pk}", {"name": "A"}, headers=await db(session_headers)(staff))
+    no_header = await call(
+        "PATCH", f"/dog/{dog.pk}", {"name": "B"}, headers=await db(session_headers)(staff, "cookie-only")
+    )
+    for refused in (no_cookie, no_header):
+        assert refused.status == 403
+        assert "CSRF" in refused.json()["error"]
+    assert (await db(row)(dog.pk))["name"] == "Rex"
+    accepted = await call("PATCH", f"/dog/{dog.pk}", {"name": "C"}, headers=await db(session_headers)(staff, "valid"))
+    assert (accepted.status, accepted.json()["name"]) == (200, "C")
+
+
+async def test_a_session_csrf_token_from_another_origin_is_refused():
+    staff = await db(make_user)("staff", perms=("change_dog",), is_staff=True)
+    dog = await db(Dog.objects.create)(name="Rex")
+    headers = [*await db(session_headers)(staff, "valid"), (b"origin", b"https://evil.example")]
+    response = await call("PATCH", f"/dog/{dog.pk}", {"name": "Evil"}, headers=headers)
+    assert response.status == 403
+    assert (await db(row)(dog.pk))["name"] == "Rex"
+
+
+async def test_a_session_reads_without_a_csrf_token():
+    viewer = await db(make_user)("viewer", perms=("view_dog",))
+    dog = await db(Dog.objects.create)(name="Rex")
+    response = await call("GET", f"/private-dog/{dog.pk}", headers=await db(session_headers)(viewer))
+    assert response.status == 200
+
+
+async def test_basic_and_bearer_write_without_a_csrf_token(editor):
+    dog = await db(Dog.objects.create)(name="Rex")
+    assert (await call("PATCH", f"/dog/{dog.pk}", {"name": "Basic"}, headers=editor)).status == 200
+    user = await db(User.objects.get)(username="editor")
+    bearer = [(b"authorization", f"Bearer {tokens.make_token(user)}".encode())]
+    response = await call("PATCH", f"/dog/{dog.pk}", {"name": "Bearer"}, headers=bearer)
+    assert (response.status, response.json()["name"]) == (200, "Bearer")
+
+
+# Subscribers see REST writes --------------------------------------------------------------
+
+
+async def test_websocket_subscribers_see_rest_writes(ws, editor):
+    dog = await db(Dog.objects.create)(name="Rex")
+    record = await ws(f"/dog/{dog.pk}", application=application)
+    collection = await ws("/dog/", application=application)
+    assert (await record.receive())["value"]["name"] == "Rex"
+    assert (await collection.receive())["id"] == dog.pk
+    await call("PATCH", f"/dog/{dog.pk}", {"name": "Rex II"}, headers=editor)
+    assert (await record.receive(timeout=5))["value"]["name"] == "Rex II"
+    created = (await call("POST", "/dog/", {"name": "Fido"}, headers=editor)).json()
+    updates = [await collection.receive(timeout=5) for _ in range(2)]
+    assert [(frame["id"], frame["value"]["name"]) for frame in updates] == [(dog.pk, "Rex II"), (created["id"], "Fido")]
+    await call("DELETE", f"/dog/{dog.pk}", headers=editor)
+    assert (await record.receive(timeout=5))["type"] == "delete"
+
+
+async def test_concurrent_patches_leave_every_watcher_on_the_stored_row(ws, editor):
+    dog = await db(Dog.objects.create)(name="Rex", breed="Collie", age=0)
+    watcher = await ws(f"/dog/{dog.pk}", application=application)
+    assert (await watcher.receive())["value"]["name"] == "Rex"
+    bodies = [{"age": n} if n % 2 else {"name": f"Rex {n}"} for n in range(1, 13)]
+    responses = await asyncio.gather(*(call("PATCH", f"/dog/{dog.pk}", body, headers=editor) for body in bodies))
+    assert [response.status for response in responses] == [200] * len(bodies)
+    stored = await db(row)(dog.pk)
+    # PATCH writes only its own fields: the last name and the last age both stay.
+    assert stored["name"].startswith("Rex ") and stored["age"] in range(1, 13, 2)
+    frames = await watcher.until_quiet(quiet=1.0)
+    assert frames, "the watcher saw the changes"
+    assert frames[-1]["value"] == stored
+    assert [frame["version"] for frame in frames] == sorted(frame["version"] for frame in frames)
+    assert (await call("GET", f"/dog/{dog.pk}")).json() == stored
+
+
+# Other keys and field types --------------------------------------------------------------
+
+
+async def test_text_keys_with_spaces_and_slashes_round_trip_through_location(superuser):
+    created = await call("POST", "/tag/", {"name": "good dogs/über", "color": "red"}, headers=superuser)
+    assert created.status == 201
+    assert created.headers["location"] == "/tag/good%20dogs%2F%C3%BCber"
+    assert (await call("GET", created.headers["location"])).json() == {"name": "good dogs/über", "color": "red"}
+    patched = await call("PATCH", created.headers["location"], {"color": "blue"}, headers=superuser)
+    assert patched.json() == {"name": "good dogs/über", "color": "blue"}
+    # A key is set when the record is created, never changed by a write to its path.
+    moved = await call("PATCH", created.headers["location"], {"name": "other"}, headers=superuser)
+    assert (moved.status, list(moved.json()["errors"])) == (400, ["name"])
+    again = await call("POST", "/tag/", {"name": "good dogs/über"}, headers=superuser)
+    assert (again.status, list(again.json()["errors"])) == (400, ["name"])  # unique, as a ModelForm checks
+    plain = await call("POST", "/tag/", {"name": "plain"}, headers=superuser)
+    assert (plain.status, plain.json()) == (201, {"name": "plain", "color": ""})  # an omitted field: its default
+
+
+async def test_uuid_keys_decimals_datetimes_and_json_are_written_and_read_as_the_websocket_shows_them(ws, superuser):
+    serial = "12345678-1234-5678-1234-567812345678"
+    body = {"name": "Ball", "price": "3.50", "made": "2026-01-02T03:04:05Z", "serial": serial, "specs": {"n": [1, 2]}}
+    created = await call("POST", "/gadget/", body, headers=superuser)
+    assert created.status == 201, created.body
+    value = created.json()
+    assert (value["price"], value["serial"], value["specs"]) == ("3.50", serial, {"n": [1, 2]})
+    assert value["made"].startswith("2026-01-02T03:04:05")
+    gadget = await db(Gadget.objects.get)(name="Ball")
+    assert created.headers["location"] == f"/gadget/{gadget.pk}"
+    client = await ws(created.headers["location"], application=application)
+    assert (await client.receive())["value"] == (await call("GET", created.headers["location"])).json() == value
+    bad = await call("PATCH", created.headers["location"], {"price": "cheap", "made": "soon"}, headers=superuser)
+    assert sorted(bad.json()["errors"]) == ["made", "price"]
+
+
+async def test_fields_the_model_keeps_itself_are_shown_but_not_written(superuser):
+    stamped = await db(Stamped.objects.create)(title="First")
+    value = (await call("GET", f"/stamped/{stamped.pk}")).json()
+    response = await call(
+        "PUT",
+        f"/stamped/{stamped.pk}",
+        {**value, "title": "Second", "updated": "2000-01-01T00:00:00Z"},
+        headers=superuser,
+    )
+    assert response.status == 200
+    assert response.json()["title"] == "Second"
+    assert response.json()["updated"] >= value["updated"]  # auto_now, not the body's value
+
+
+async def test_nested_routers_and_other_consumers_in_the_route_list_route_as_expected():
+    from channels.generic.websocket import AsyncWebsocketConsumer
+    from channels.routing import URLRouter
+
+    seen = []
+
+    async def django_like(scope, receive, send):
+        seen.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"page"})
+
+    nested = [
+        path("api/", URLRouter([path("dog/<str:id>", PublicDogs.as_asgi())])),
+        path("chat/<str:room>", AsyncWebsocketConsumer.as_asgi()),  # a WebSocket-only consumer
+    ]
+    app = resource_application(nested, http=django_like)
+    dog = await db(Dog.objects.create)(name="Rex")
+    assert (await call("GET", f"/api/dog/{dog.pk}", app=app)).json()["name"] == "Rex"
+    assert (await call("GET", "/api/cat/1", app=app)).body == b"page"
+    assert (await call("GET", "/chat/lobby", app=app)).body == b"page"
+    assert seen == ["/api/cat/1", "/chat/lobby"]
+
+
+async def test_an_accept_header_refusing_event_streams_gets_rest():
+    dog = await db(Dog.objects.create)(name="Rex")
+    accept = [(b"accept", b"text/event-stream;q=0, application/json")]
+    response = await call("GET", f"/dog/{dog.pk}", headers=accept)
+    assert (response.status, response.json()["name"]) == (200, "Rex")
