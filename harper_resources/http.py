@@ -12,8 +12,6 @@ import importlib.util
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from django.contrib.auth.models import AnonymousUser
-
 from . import protocol, tables
 from .auth import AUTH_FAILED
 
@@ -100,7 +98,11 @@ def bind(resource: Resource, scope: dict[str, Any]) -> bool:
     credentials (``credentials_failed``) or permissions."""
     resource.scope = scope
     user = scope.get("user")
-    resource.user = user if user is not None else AnonymousUser()
+    if user is None:
+        from django.contrib.auth.models import AnonymousUser  # not at import: asgi.py may import us first
+
+        user = AnonymousUser()
+    resource.user = user
     raw_id = scope.get("url_route", {}).get("kwargs", {}).get(resource.id_kwarg)
     resource.id = None if raw_id is None else str(raw_id)
     if resource.model is not None and resource.id is not None:
