@@ -44,6 +44,10 @@ __all__ = [
 _json_values = protocol.FrameEncoder()
 
 
+Dump = Callable[[Any], bytes]
+Load = Callable[[bytes], Any]
+
+
 def _jsonable(value: Any) -> Any:
     """``value`` as the JSON wire format carries it (``TypeError`` if it cannot)."""
     return _json_values.default(value)
@@ -67,6 +71,7 @@ class Codec:
 
     __slots__ = (
         "_dumps",
+        "_dumps_parsed",
         "_loads",
         "available",
         "binary",
@@ -86,7 +91,7 @@ class Codec:
         binary: bool,
         suffix: str | None,
         library: str | None,
-        make: Callable[[], tuple[Callable[[Any], bytes], Callable[[bytes], Any]]],
+        make: Callable[[], tuple[Dump, Load, Dump]],
     ) -> None:
         self.name = name
         self.content_type = content_type
@@ -95,10 +100,11 @@ class Codec:
         self.suffix = suffix
         self.library = library
         self.available = library is None or importlib.util.find_spec(library) is not None
-        self._dumps: Callable[[Any], bytes] | None = None
-        self._loads: Callable[[bytes], Any] | None = None
+        self._dumps: Dump | None = None
+        self._loads: Load | None = None
+        self._dumps_parsed: Dump | None = None
         if self.available:
-            self._dumps, self._loads = make()
+            self._dumps, self._loads, self._dumps_parsed = make()
 
     def require(self) -> Codec:
         """This codec; ``NotAcceptable`` when its library is not installed."""
@@ -112,6 +118,14 @@ class Codec:
             self.require()
         assert self._dumps is not None
         return self._dumps(value)
+
+    def dumps_parsed(self, value: Any) -> bytes:
+        """``dumps`` for a value ``json.loads`` made (only JSON's types), as a ``Frame``'s
+        value is: the same bytes, without looking for values to convert."""
+        if self._dumps_parsed is None:
+            self.require()
+        assert self._dumps_parsed is not None
+        return self._dumps_parsed(value)
 
     def loads(self, data: bytes) -> Any:
         """The value ``data`` encodes."""
@@ -133,14 +147,14 @@ class Codec:
         return f"<Codec {self.name}>"
 
 
-def _json() -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
+def _json() -> tuple[Dump, Load, Dump]:
     def dumps(value: Any) -> bytes:
         return protocol.encode(value).encode("utf-8", "surrogatepass")
 
-    return dumps, json.loads
+    return dumps, json.loads, dumps
 
 
-def _msgpack() -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
+def _msgpack() -> tuple[Dump, Load, Dump]:
     import msgpack
 
     def dumps(value: Any) -> bytes:
@@ -150,10 +164,10 @@ def _msgpack() -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
     def loads(data: bytes) -> Any:
         return msgpack.unpackb(data, raw=False, strict_map_key=True)
 
-    return dumps, loads
+    return dumps, loads, dumps
 
 
-def _cbor() -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
+def _cbor() -> tuple[Dump, Load, Dump]:
     import datetime
     import decimal
     import uuid
@@ -161,9 +175,6 @@ def _cbor() -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
     import cbor2
 
     def as_json(encoder: Any, value: Any) -> None:
-        encoder.encode(_jsonable(value))
-
-    def default(encoder: Any, value: Any) -> None:
         encoder.encode(_jsonable(value))
 
     # cbor2 has tags of its own for these; the JSON wire format has strings (or lists).
@@ -189,13 +200,17 @@ def _cbor() -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
     refused = dict.fromkeys((28, 29, 35, 36), refuse)
 
     def dumps(value: Any) -> bytes:
-        data: bytes = cbor2.dumps(value, encoders=encoders, default=default)
+        data: bytes = cbor2.dumps(value, encoders=encoders, default=as_json)
         return data
 
     def loads(data: bytes) -> Any:
         return cbor2.loads(data, semantic_decoders=refused, strict_hashable_types=True, max_depth=200)
 
-    return dumps, loads
+    def dumps_parsed(value: Any) -> bytes:
+        data: bytes = cbor2.dumps(value)
+        return data
+
+    return dumps, loads, dumps_parsed
 
 
 JSON = Codec(

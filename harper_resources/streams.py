@@ -131,7 +131,7 @@ class Frame:
         elif codec.name in cache:
             return cache[codec.name]
         try:
-            data: bytes | None = codec.dumps(self.data)
+            data: bytes | None = codec.dumps_parsed(self.data)
         except Exception:
             logger.error("harper_resources: a frame %s cannot encode was not sent: %r", codec.name, self.text[:200])
             data = None
