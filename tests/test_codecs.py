@@ -235,6 +235,16 @@ async def test_the_collection_path_takes_the_format_from_accept(ws):
 
 
 @pytest.mark.django_db(transaction=True)
+async def test_a_collection_route_that_lets_a_suffix_through_speaks_that_format(ws):
+    await db(Dog.objects.create)(name="Ann")
+    client = await ws("/suffixed-dog/.cbor")
+    first = await receive_value(client, codecs.CBOR)
+    assert (first["type"], first["value"]["name"]) == ("put", "Ann")
+    plain = await ws("/suffixed-dog/")
+    assert (await plain.receive())["value"]["name"] == "Ann", "without the suffix: JSON"
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_a_projected_resource_sends_its_own_view_in_msgpack(ws):
     dog = await db(Dog.objects.create)(name="Rex", breed="Collie", age=4)
     client = await ws(f"/labelled-dog/{dog.pk}.msgpack")
