@@ -178,7 +178,11 @@ def main() -> None:
     report = run(args.quick)
     print(report)
     if not args.quick:
-        (ROOT / args.output).write_text(f"Command: `python -m benchmarks.binary_formats`\n\n{report}")
+        load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+        header = (
+            f"Command: `python -m benchmarks.binary_formats`; load average at the end: {load} ({os.cpu_count()} cores)"
+        )
+        (ROOT / args.output).write_text(f"{header}\n\n{report}")
         print(f"written to {args.output}")
 
 
