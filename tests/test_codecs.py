@@ -14,6 +14,8 @@ import msgpack
 import pytest
 from django.utils import timezone
 from django.utils.functional import lazy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harper_resources import codecs, protocol
 from harper_resources.exceptions import NotAcceptable
@@ -57,6 +59,24 @@ def test_binary_codecs_write_their_own_format_and_keep_bytes_as_bytes(codec):
     data = codec.dumps({"blob": b"\x00\xff", "n": 2**40})
     assert DECODE[codec.name](data) == {"blob": b"\x00\xff", "n": 2**40}
     assert codecs.JSON.loads(codecs.JSON.dumps({"blob": b"\x00\xff"})) == {"blob": "AP8="}, "JSON: base64"
+
+
+def json_values(max_int):
+    scalars = (
+        st.none() | st.booleans() | st.integers(-(2**63), max_int) | st.floats(allow_nan=False) | st.text(max_size=20)
+    )
+    return st.recursive(
+        scalars,
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+        max_leaves=20,
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=json_values(), codec=st.sampled_from(BINARY))
+def test_any_json_value_round_trips_and_encodes_the_same_parsed_or_not(value, codec):
+    assert codec.loads(codec.dumps(value)) == value
+    assert codec.dumps_parsed(value) == codec.dumps(value)
 
 
 @pytest.mark.parametrize("codec", BINARY, ids=lambda c: c.name)
