@@ -61,10 +61,10 @@ def test_binary_codecs_write_their_own_format_and_keep_bytes_as_bytes(codec):
     assert codecs.JSON.loads(codecs.JSON.dumps({"blob": b"\x00\xff"})) == {"blob": "AP8="}, "JSON: base64"
 
 
-def json_values(max_int):
-    scalars = (
-        st.none() | st.booleans() | st.integers(-(2**63), max_int) | st.floats(allow_nan=False) | st.text(max_size=20)
-    )
+def json_values():
+    """Values ``json.loads`` makes, with integers in MessagePack's range."""
+    integers = st.integers(-(2**63), 2**64 - 1)
+    scalars = st.none() | st.booleans() | integers | st.floats(allow_nan=False) | st.text(max_size=20)
     return st.recursive(
         scalars,
         lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
