@@ -62,7 +62,10 @@ def _binary_message(item: Any, codec: Codec) -> dict[str, Any] | None:
     try:
         return {"type": "websocket.send", "bytes": codec.dumps(item)}
     except Exception:
-        logger.error("harper_resources: a resource sent a value %s cannot encode: %r", codec.name, item)
+        # Once per message at worst: throttled, and counted as encode_failed.
+        metrics.throttled_error(
+            "encode_failed", "harper_resources: a resource sent a value %s cannot encode: %r", codec.name, item
+        )
         return None
 
 
@@ -123,8 +126,9 @@ class Frame:
 
     def encoded(self, codec: Codec) -> bytes | None:
         """This frame in ``codec``'s format, encoded at the first call and kept for
-        every later one (None, logged once, if the format cannot carry it: an integer
-        beyond 64 bits in MessagePack)."""
+        every later one. None if the format cannot carry it (an integer beyond 64 bits in
+        MessagePack): the frame is not sent, and that is logged (throttled) and counted
+        as ``encode_failed``."""
         cache = self._encoded
         if cache is None:
             cache = self._encoded = {}
@@ -133,7 +137,12 @@ class Frame:
         try:
             data: bytes | None = codec.dumps_parsed(self.data)
         except Exception:
-            logger.error("harper_resources: a frame %s cannot encode was not sent: %r", codec.name, self.text[:200])
+            metrics.throttled_error(
+                "encode_failed",
+                "harper_resources: a frame %s cannot encode was not sent: %.200s",
+                codec.name,
+                self.text,
+            )
             data = None
         cache[codec.name] = data
         return data

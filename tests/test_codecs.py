@@ -310,6 +310,19 @@ async def test_bad_binary_input_does_not_close_the_socket_and_good_input_still_w
     assert frame["value"] == {"dogId": str(dog.pk), "note": "still here"}
 
 
+def test_a_frame_msgpack_cannot_carry_is_not_sent_and_is_counted():
+    from harper_resources import metrics
+    from harper_resources.streams import Frame, asgi_message
+
+    before = metrics.snapshot().get("encode_failed", 0)
+    frame = Frame(protocol.put_frame(1, {"id": 1, "huge": 2**70}, 1.0), "harper.x.1", 1.0)
+    assert asgi_message(frame, codecs.MSGPACK) is None
+    assert codecs.CBOR.loads(asgi_message(frame, codecs.CBOR)["bytes"])["value"]["huge"] == 2**70
+    assert metrics.snapshot()["encode_failed"] == before + 1
+    assert asgi_message(frame, codecs.MSGPACK) is None, "the failure is kept: not encoded again"
+    assert metrics.snapshot()["encode_failed"] == before + 1
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_a_missing_library_closes_the_upgrade_with_4406(ws, monkeypatch):
     monkeypatch.setattr(codecs.CBOR, "available", False)
