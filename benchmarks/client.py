@@ -11,11 +11,29 @@ import time
 from collections.abc import Callable
 
 AGE = b'"age":'
+#: The key "age" in MessagePack (fixstr) and in CBOR (text string), and the integer
+#: heads that may follow it: (first byte, bytes after it) for uint8/16/32/64.
+BINARY_AGE = {b"\xa3age": {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}, b"\x63age": {0x18: 1, 0x19: 2, 0x1A: 4, 0x1B: 8}}
+
+
+def binary_seq(payload: bytes) -> int | None:
+    """The ``age`` in a MessagePack or CBOR frame, read without decoding the frame."""
+    for key, heads in BINARY_AGE.items():
+        i = payload.rfind(key)
+        if i < 0 or i + len(key) >= len(payload):
+            continue
+        head = payload[i + len(key)]
+        if head < 0x18 or (key == b"\xa3age" and head < 0x80):
+            return head  # a small integer held in the head byte itself
+        size = heads.get(head)
+        if size is not None:
+            return int.from_bytes(payload[i + len(key) + 1 : i + len(key) + 1 + size], "big")
+    return None
 
 
 class Subscriber(asyncio.Protocol):
     """One WebSocket connection. Calls ``on_seq(seq, now)`` for each frame whose record
-    carries ``"age": seq``; counts every text frame."""
+    carries ``"age": seq`` (JSON text, or MessagePack/CBOR binary); counts every frame."""
 
     def __init__(self, path: str, on_seq: Callable[[int, float], None], opened: asyncio.Future[None]) -> None:
         self.path, self.on_seq, self.opened = path, on_seq, opened
@@ -79,6 +97,11 @@ class Subscriber(asyncio.Protocol):
                     while k < len(payload) and 48 <= payload[k] <= 57:
                         k += 1
                     self.on_seq(int(payload[j:k]), now)
+            elif opcode == 0x2:
+                self.frames += 1
+                seq = binary_seq(payload)
+                if seq is not None:
+                    self.on_seq(seq, now)
             elif opcode == 0x8:
                 self.closed = True
         self.buffer = buf[pos:]

@@ -3,6 +3,7 @@ by side and interleaved, on the in-memory and the Redis layer.
 
     python -m benchmarks.run            # everything, about 6 minutes; writes RESULTS.md
     python -m benchmarks.run --quick    # a smaller run to try it out
+    python -m benchmarks.run --formats  # also JSON against MessagePack and CBOR (benchmarks.binary_formats)
 
 Every arm is served by uvicorn pinned to core 0; this client is pinned to core 1 (Redis,
 when used, is not pinned). Figures are per run: compare arms within one run, as ratios.
@@ -302,6 +303,7 @@ def main() -> None:
         help="comma-separated: memory, redis (pub/sub), redis-core (default: %(default)s)",
     )
     parser.add_argument("--output", default="benchmarks/RESULTS.md", help="where to write the report")
+    parser.add_argument("--formats", action="store_true", help="add the MessagePack and CBOR table (in-memory layer)")
     args = parser.parse_args()
     import resource
 
@@ -355,6 +357,10 @@ def main() -> None:
         print(f"save() overhead {layer_name:16} {save_results[layer_name]}")
     command = " ".join(["python -m benchmarks.run", *sys.argv[1:]])
     report = render(results, save_results, layers, time.monotonic() - started, command)
+    if args.formats:
+        from benchmarks import binary_formats
+
+        report += "\n" + binary_formats.run(args.quick, base_env)
     print(report)
     if not args.no_write:
         (ROOT / args.output).write_text(report)

@@ -17,7 +17,7 @@ from channels.db import database_sync_to_async
 from django.contrib.auth import get_permission_codename
 from django.db import models
 
-from . import broadcast, changelog, closing, metrics, protocol, reauth, tables, versions
+from . import broadcast, changelog, closing, codecs, metrics, protocol, reauth, tables, versions
 from .auth import AUTH_FAILED
 from .conf import settings
 from .exceptions import BadRequest, CloseConnection, Forbidden, InvalidStream, NotLoggedIn, ResourceNotFound
@@ -53,8 +53,10 @@ class Resource:
       listed in ``fields``. ``serialize(record)`` reshapes the result.
 
     Per connection: ``self.scope``, ``self.user``, ``self.id`` (the id text from the URL,
-    None on a collection path), ``self.pk`` (that id as the model's primary key) and
-    ``self.subprotocol`` (the subprotocol accepted, or None).
+    None on a collection path), ``self.pk`` (that id as the model's primary key),
+    ``self.subprotocol`` (the subprotocol accepted, or None) and ``self.codec`` (the
+    wire format, ``codecs.JSON`` unless the client asked for MessagePack or CBOR with a
+    ``.msgpack``/``.cbor`` path suffix or ``Accept``: then every frame is binary).
     """
 
     model: ClassVar[type[models.Model] | None] = None
@@ -90,6 +92,7 @@ class Resource:
         self.pk: Any = None
         self.options = protocol.SubscriptionOptions()
         self.subprotocol: str | None = None
+        self.codec: codecs.Codec = codecs.JSON
         self._streams: list[Stream] = []
         self._writer: asyncio.Future[None] | None = None
         self._revoked: tuple[int, str] | None = None
@@ -403,6 +406,8 @@ class Resource:
     async def _serve(self, receive: Receive, incoming: IncomingMessages) -> None:
         try:
             self.subprotocol = self.select_subprotocol(list(self.scope.get("subprotocols") or ()))
+            # Before the id is read: a .msgpack/.cbor suffix comes off it.
+            self.codec = incoming.codec = codecs.negotiate(self.scope, self.id_kwarg)
             await self._authorise()
             outgoing = await self._open(incoming)
             await self._subscriptions_ready()
@@ -563,6 +568,7 @@ class Resource:
 
     async def _write(self, outgoing: AsyncIterator[Any]) -> None:
         send = self._asgi_send
+        codec = self.codec
         if isinstance(outgoing, Stream):
             # Every send runs here, in this connection's task and context (server or
             # middleware code around ``send`` may use timeouts, task groups and
@@ -571,7 +577,7 @@ class Resource:
                 batch = outgoing._take_all()
                 if batch:
                     for item in batch:
-                        message = asgi_message(item)
+                        message = asgi_message(item, codec)
                         if message is not None:
                             try:
                                 await send(message)
@@ -583,7 +589,7 @@ class Resource:
                 else:
                     await outgoing._wait()
         async for item in outgoing:
-            message = asgi_message(item)
+            message = asgi_message(item, codec)
             if message is not None:
                 try:
                     await send(message)

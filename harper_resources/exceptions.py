@@ -47,5 +47,13 @@ class BadRequest(CloseConnection):
         super().__init__(4400, reason)
 
 
+class NotAcceptable(CloseConnection):
+    """The client asked for a wire format this server cannot write, e.g. MessagePack
+    without the ``msgpack`` package (close 4406; an HTTP view answers 406)."""
+
+    def __init__(self, reason: str = "Format not available") -> None:
+        super().__init__(4406, reason)
+
+
 class InvalidStream(HarperResourcesError):
     """``connect()`` returned something that is not an async iterable (closes 1011)."""

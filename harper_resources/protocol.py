@@ -124,7 +124,8 @@ def subscription_options(query_string: bytes | str) -> SubscriptionOptions:
 
 
 def decode_client_frame(text: str | None, data: bytes | None) -> Any:
-    """What a resource receives for one client frame.
+    """What a resource receives for one client frame on a JSON connection (a MessagePack
+    or CBOR connection decodes binary frames with ``Codec.decode_client_frame``).
 
     Text that parses as JSON arrives as the parsed value. Any other text (including JSON
     nested too deeply to parse) and every binary frame arrive as

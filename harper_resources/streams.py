@@ -17,9 +17,12 @@ import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import metrics, protocol
+
+if TYPE_CHECKING:
+    from .codecs import Codec
 
 logger = logging.getLogger("harper_resources")
 
@@ -30,10 +33,15 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 FLOOR_SECONDS = 10.0
 
 
-def asgi_message(item: Any) -> dict[str, Any] | None:
+def asgi_message(item: Any, codec: Codec | None = None) -> dict[str, Any] | None:
     """The ASGI ``websocket.send`` message for one outgoing item: a ``Frame`` as its
-    text, bytes as a binary frame, anything else as JSON. None (logged) if the item
-    cannot be encoded."""
+    text, bytes as a binary frame, anything else as JSON. With a binary ``codec``
+    (MessagePack, CBOR) a ``Frame`` or any other value goes out as a binary frame in
+    that format instead (each ``Frame`` encoded once per codec, however many connections
+    send it); bytes still go out as they are. None (logged) if the item cannot be
+    encoded."""
+    if codec is not None and codec.binary:
+        return _binary_message(item, codec)
     if isinstance(item, Frame):
         return {"type": "websocket.send", "text": item.text}
     if isinstance(item, (bytes, bytearray)):
@@ -42,6 +50,22 @@ def asgi_message(item: Any) -> dict[str, Any] | None:
         return {"type": "websocket.send", "text": protocol.encode(item)}
     except (TypeError, ValueError):
         logger.error("harper_resources: a resource sent a value JSON cannot encode: %r", item)
+        return None
+
+
+def _binary_message(item: Any, codec: Codec) -> dict[str, Any] | None:
+    if isinstance(item, Frame):
+        data = item.encoded(codec)
+        return None if data is None else {"type": "websocket.send", "bytes": data}
+    if isinstance(item, (bytes, bytearray)):
+        return {"type": "websocket.send", "bytes": bytes(item)}
+    try:
+        return {"type": "websocket.send", "bytes": codec.dumps(item)}
+    except Exception:
+        # Once per message at worst: throttled, and counted as encode_failed.
+        metrics.throttled_error(
+            "encode_failed", "harper_resources: a resource sent a value %s cannot encode: %r", codec.name, item
+        )
         return None
 
 
@@ -75,7 +99,7 @@ class Frame:
     ``fields``/``exclude``/``serialize`` keeps its projected copy on it (``_views``).
     """
 
-    __slots__ = ("_data", "_views", "record", "source", "text", "version")
+    __slots__ = ("_data", "_encoded", "_views", "record", "source", "text", "version")
 
     def __init__(
         self, text: str, record: str | None = None, version: float = 0.0, *, source: str | None = None
@@ -87,6 +111,8 @@ class Frame:
         self._data: Any = None
         #: This frame as each projecting resource class sends it (``projection.py``).
         self._views: dict[object, Frame | None] | None = None
+        #: This frame in each binary format it was sent in (``encoded``).
+        self._encoded: dict[str, bytes | None] | None = None
 
     @property
     def data(self) -> dict[str, Any]:
@@ -97,6 +123,29 @@ class Frame:
 
     def __getitem__(self, name: str) -> Any:
         return self.data[name]
+
+    def encoded(self, codec: Codec) -> bytes | None:
+        """This frame in ``codec``'s format, encoded at the first call and kept for
+        every later one. None if the format cannot carry it (an integer beyond 64 bits in
+        MessagePack): the frame is not sent, and that is logged (throttled) and counted
+        as ``encode_failed``."""
+        cache = self._encoded
+        if cache is None:
+            cache = self._encoded = {}
+        elif codec.name in cache:
+            return cache[codec.name]
+        try:
+            data: bytes | None = codec.dumps_parsed(self.data)
+        except Exception:
+            metrics.throttled_error(
+                "encode_failed",
+                "harper_resources: a frame %s cannot encode was not sent: %.200s",
+                codec.name,
+                self.text,
+            )
+            data = None
+        cache[codec.name] = data
+        return data
 
     def get(self, name: str, default: Any = None) -> Any:
         return self.data.get(name, default)
@@ -415,6 +464,8 @@ class IncomingMessages(_Emitter):
         self._iterating = False
         self._ended = False
         self.keep_unread: bool | None = None
+        #: The connection's format (``codecs``): a binary one decodes binary frames.
+        self.codec: Codec | None = None
 
     def _push(self, message: Any, size: int) -> bool:
         """Deliver one decoded client message of ``size`` bytes. False if the connection
@@ -427,7 +478,7 @@ class IncomingMessages(_Emitter):
         it: ``data`` listeners at once, an iteration when it reads it. False if the
         connection must close because too much waits unread."""
         if self._callbacks is not None and self._callbacks.get("data"):
-            self._emit("data", protocol.decode_client_frame(text, data))
+            self._emit("data", self._decode(text, data))
         if self.keep_unread is False and not self._iterating:
             return True
         raw: str | bytes = text if text is not None else (data if data is not None else b"")
@@ -472,8 +523,17 @@ class IncomingMessages(_Emitter):
         if not self._queue:
             self._queue = None
         if isinstance(message, _Unread):
-            return protocol.decode_client_frame(message.text, message.data)
+            return self._decode(message.text, message.data)
         return message
+
+    def _decode(self, text: str | None, data: bytes | None) -> Any:
+        """A client frame as the resource receives it: text as JSON, binary frames in
+        the connection's binary format if it has one (``protocol.decode_client_frame``
+        and ``Codec.decode_client_frame`` say what an undecodable frame becomes)."""
+        codec = self.codec
+        if data is not None and codec is not None and codec.binary:
+            return codec.decode_client_frame(data)
+        return protocol.decode_client_frame(text, data)
 
 
 class _Unread:

@@ -1,6 +1,6 @@
 """WebSocket routes the communicator tests connect to."""
 
-from django.urls import path
+from django.urls import path, re_path
 
 from harper_resources import Resource
 from harper_resources.auth import ResourceAuthMiddlewareStack
@@ -24,6 +24,7 @@ class PublicDogs(Resource):
 websocket_urlpatterns = [
     path("dog/<str:id>", PublicDogs.as_asgi()),
     path("dog/", PublicDogs.as_asgi()),
+    re_path(r"^suffixed-dog/(?:\.msgpack|\.cbor)?$", PublicDogs.as_asgi()),  # the collection, with a format
     path("status/<str:id>", DogStatus.as_asgi()),
     path("gadget/<str:id>", GadgetResource.as_asgi()),
     path("tag/<path:id>", TagResource.as_asgi()),
