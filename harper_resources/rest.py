@@ -28,9 +28,10 @@ from django.db.models.fields import AutoFieldMixin
 from django.forms.models import modelform_factory
 from django.middleware.csrf import CsrfViewMiddleware
 
-from . import http, protocol, tables
+from . import codecs, http, protocol, tables
 from .auth import AUTH_CREDENTIAL
 from .conf import settings
+from .exceptions import NotAcceptable
 
 if TYPE_CHECKING:
     from .consumers import Resource
@@ -69,25 +70,42 @@ def error(status: int, message: str, errors: dict[str, list[str]] | None = None)
     return Answer(status, value, headers)
 
 
-def encode_body(scope: dict[str, Any], value: Any) -> tuple[str, bytes]:
-    """The response body for ``value``: ``(content type, bytes)``. JSON, with the frames'
-    encoder, so a record reads exactly as in a WebSocket ``put``."""
-    return http.JSON, protocol.encode(value).encode("utf-8")
+def encode_body(codec: codecs.Codec, value: Any) -> tuple[str, bytes]:
+    """The response body for ``value`` in ``codec``: ``(content type, bytes)``. JSON with
+    the frames' encoder, so a record reads exactly as in a WebSocket ``put``; MessagePack
+    and CBOR carry the same values."""
+    if codec is codecs.JSON:
+        return http.JSON, protocol.encode(value).encode("utf-8")
+    return codec.content_type, codec.dumps(value)
 
 
 def decode_body(scope: dict[str, Any], body: bytes) -> Any:
-    """The request body as a value. Raises ``ValueError`` (answered 400) when it cannot
-    be decoded. JSON, whatever ``Content-Type`` says."""
+    """The request body as a value, decoded by its ``Content-Type`` (MessagePack, CBOR;
+    JSON for any other type or none). Raises ``ValueError`` (answered 400) when it
+    cannot be decoded."""
+    codec = codecs.by_content_type(http.header(scope, b"content-type")) or codecs.JSON
+    if codec is codecs.JSON:
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"The body is not valid JSON: {exc}") from None
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"The body is not valid JSON: {exc}") from None
+        return codec.loads(body)
+    except Exception as exc:
+        raise ValueError(f"The body is not valid {codec.name}: {type(exc).__name__}") from None
 
 
 async def serve(resource: Resource, scope: dict[str, Any], receive: http.Receive, send: http.Send) -> None:
     """Answer one REST request. Any error of the resource's code answers 500 with a
     generic body (the exception is logged, never sent)."""
     head = scope.get("method") == "HEAD"
+    try:
+        # Accept, or a .msgpack/.cbor suffix on the path (taken off the id): the answer's
+        # format. JSON when Accept names nothing a codec serves (a browser's text/html).
+        codec = codecs.negotiate(scope, resource.id_kwarg)
+    except NotAcceptable as exc:
+        await http.respond_json(send, 406, {"error": exc.reason}, head=head)
+        return
     try:
         status, value, headers = await _handle(resource, scope, receive)
     except ClientGone:
@@ -100,7 +118,7 @@ async def serve(resource: Resource, scope: dict[str, Any], receive: http.Receive
     if value is None:
         await http.respond(send, status, headers=headers, head=head)
         return
-    content_type, body = encode_body(scope, value)
+    content_type, body = encode_body(codec, value)
     await http.respond(send, status, body, content_type, headers, head)
 
 
@@ -238,6 +256,8 @@ async def _check_csrf(scope: dict[str, Any], body: bytes) -> None:
 def _data(scope: dict[str, Any], body: bytes) -> dict[str, Any]:
     try:
         data = decode_body(scope, body)
+    except NotAcceptable as exc:  # MessagePack or CBOR sent, its library not installed
+        raise error(415, exc.reason) from None
     except ValueError as exc:
         raise error(400, str(exc)[:200]) from None
     if not isinstance(data, dict):

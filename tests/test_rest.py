@@ -89,7 +89,7 @@ async def call(method: str, url: str, body: Any = None, headers=(), raw: bytes |
     """One request to ``app``; ``body`` is sent as JSON, ``raw`` as it is."""
     data = raw if raw is not None else b"" if body is None else json.dumps(body).encode()
     sent = [(b"host", b"testserver"), *headers]
-    if data:
+    if data and not any(name == b"content-type" for name, _ in sent):
         sent.append((b"content-type", b"application/json"))
     communicator = HttpCommunicator(app, method, url, data, sent)
     try:
@@ -616,3 +616,43 @@ async def test_an_accept_header_refusing_event_streams_gets_rest():
     accept = [(b"accept", b"text/event-stream;q=0, application/json")]
     response = await call("GET", f"/dog/{dog.pk}", headers=accept)
     assert (response.status, response.json()["name"]) == (200, "Rex")
+
+
+# MessagePack and CBOR ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("accept", "suffix", "loads"),
+    [
+        (b"application/x-msgpack", "", lambda body: __import__("msgpack").unpackb(body)),
+        (b"application/cbor", "", lambda body: __import__("cbor2").loads(body)),
+        (None, ".msgpack", lambda body: __import__("msgpack").unpackb(body)),
+        (None, ".cbor", lambda body: __import__("cbor2").loads(body)),
+    ],
+)
+async def test_binary_formats_by_accept_or_suffix_answer_the_same_value_as_json(accept, suffix, loads):
+    dog = await db(Dog.objects.create)(name="Rex", breed="Collie", age=3)
+    as_json = (await call("GET", f"/dog/{dog.pk}")).json()
+    headers = [(b"accept", accept)] if accept else []
+    response = await call("GET", f"/dog/{dog.pk}{suffix}", headers=headers)
+    assert response.status == 200
+    assert response.headers["content-type"] in ("application/x-msgpack", "application/cbor")
+    assert loads(response.body) == as_json == {"id": dog.pk, "name": "Rex", "breed": "Collie", "age": 3}
+
+
+async def test_a_patch_body_in_cbor_or_msgpack_is_decoded_by_its_content_type(editor):
+    import cbor2
+    import msgpack
+
+    dog = await db(Dog.objects.create)(name="Rex", age=3)
+    for content_type, body in (
+        (b"application/cbor", cbor2.dumps({"age": 4})),
+        (b"application/x-msgpack", msgpack.packb({"age": 5})),
+    ):
+        response = await call("PATCH", f"/dog/{dog.pk}", raw=body, headers=[*editor, (b"content-type", content_type)])
+        assert response.status == 200, response.body
+    assert (await db(row)(dog.pk))["age"] == 5
+    garbage = await call(
+        "PATCH", f"/dog/{dog.pk}", raw=b"\xc1\xff", headers=[*editor, (b"content-type", b"application/x-msgpack")]
+    )
+    assert garbage.status == 400
