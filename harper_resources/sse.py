@@ -118,8 +118,14 @@ def resumed_scope(scope: dict[str, Any]) -> dict[str, Any]:
 
 def encode_event(item: Any) -> bytes | None:
     """One event for one outgoing item: ``id:`` and ``data:`` for a record state, only
-    ``data:`` for anything else. None (logged) for a value JSON cannot encode."""
+    ``data:`` for anything else. None (logged) for a value JSON cannot encode.
+
+    A ``Frame`` is shared by every subscriber of a change: its event is encoded once
+    and kept for the next subscribers (the last ``_CACHED_EVENTS`` frames)."""
     if isinstance(item, Frame):
+        cached = _events.get(id(item))
+        if cached is not None and cached[0] is item:
+            return cached[1]
         text = item.text
         head = f"id: {protocol.encode(item.version)}\n" if item.record is not None else ""
     else:
@@ -132,7 +138,20 @@ def encode_event(item: Any) -> bytes | None:
     if "\n" in text or "\r" in text:
         # JSON from protocol.encode has no line breaks; a Frame made by hand may.
         text = "\ndata: ".join(text.splitlines())
-    return f"{head}data: {text}\n\n".encode()
+    event = f"{head}data: {text}\n\n".encode()
+    if isinstance(item, Frame):
+        # Keyed by id(), holding the frame itself, so an id is never reused while cached.
+        _events[id(item)] = (item, event)
+        if len(_events) > _CACHED_EVENTS:
+            try:
+                del _events[next(iter(_events))]
+            except (KeyError, RuntimeError, StopIteration):
+                pass  # another event loop's thread evicted meanwhile
+    return event
+
+
+_CACHED_EVENTS = 256
+_events: dict[int, tuple[Frame, bytes]] = {}
 
 
 def close_event(code: int, reason: str) -> bytes:
@@ -256,20 +275,59 @@ async def _write(outgoing: AsyncIterator[Any], send: Send) -> None:
 
 
 async def _write_stream(stream: Stream, send: Send, keepalive: float) -> None:
-    # One wake-up writes every frame that arrived meanwhile, as one body chunk.
-    while True:
-        batch = stream._take_all()
-        if batch:
-            body = b"".join(event for event in map(encode_event, batch) if event is not None)
-            if body:
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-        elif stream.closed:
-            return
-        else:
-            waiter = stream._wait()
-            await asyncio.wait((waiter,), timeout=keepalive)
-            if not waiter.done():
+    # One wake-up writes every frame that arrived meanwhile, as one body chunk. The
+    # keep-alive is a timer per connection that wakes the writer only when it was idle
+    # for ``keepalive`` seconds: a write costs one clock read, never a timer.
+    timer = _KeepAlive(stream, keepalive)
+    try:
+        while True:
+            batch = stream._take_all()
+            if batch:
+                body = b"".join(event for event in map(encode_event, batch) if event is not None)
+                if body:
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                    timer.wrote()
+            elif stream.closed:
+                return
+            elif timer.due:
+                timer.due = False
                 await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
+                timer.wrote()
+            else:
+                await stream._wait()
+    finally:
+        timer.cancel()
+
+
+class _KeepAlive:
+    """Sets ``due`` and wakes ``stream``'s writer once it wrote nothing for ``interval`` s."""
+
+    __slots__ = ("due", "handle", "interval", "last", "loop", "stream")
+
+    def __init__(self, stream: Stream, interval: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.stream = stream
+        self.interval = interval
+        self.due = False
+        self.last = self.loop.time()
+        self.handle: asyncio.TimerHandle | None = self.loop.call_at(self.last + interval, self._tick)
+
+    def wrote(self) -> None:
+        self.last = self.loop.time()
+
+    def _tick(self) -> None:
+        now = self.loop.time()
+        if now - self.last >= self.interval:
+            self.due = True
+            self.stream._wake()
+            self.handle = self.loop.call_at(now + self.interval, self._tick)
+        else:
+            self.handle = self.loop.call_at(self.last + self.interval, self._tick)
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
 
 
 async def _write_iterator(outgoing: AsyncIterator[Any], send: Send, keepalive: float) -> None:

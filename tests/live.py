@@ -20,6 +20,8 @@ ADMIN_USER, ADMIN_PASSWORD = "admin", "admin-password-for-tests"
 #: The limits docs/deployment.md tells every deployment to run each server with (a test
 #: checks the page shows them as they are here).
 UVICORN_LIMITS = ["--ws-max-size", "1048576", "--ws-per-message-deflate", "false"]
+#: And the shutdown bound the same page asks for (open event streams would hold a restart forever).
+UVICORN_SHUTDOWN = ["--timeout-graceful-shutdown", "5"]
 DAPHNE_LIMITS = ["--websocket-max-message-size", "1048576", "--websocket-max-frame-size", "1048576"]
 
 
@@ -77,7 +79,8 @@ class DemoServer:
     def command(self) -> list[str]:
         """The server's command line, with the limits docs/deployment.md recommends."""
         if self.server == "uvicorn":
-            return [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port), *UVICORN_LIMITS]
+            host = ["--host", "127.0.0.1", "--port", str(self.port)]
+            return [sys.executable, "-m", "uvicorn", *host, *UVICORN_LIMITS, *UVICORN_SHUTDOWN]
         daphne = shutil.which("daphne", path=str(Path(sys.executable).parent)) or "daphne"
         return [daphne, "-b", "127.0.0.1", "-p", str(self.port), *DAPHNE_LIMITS]
 
