@@ -121,7 +121,8 @@ def encode_event(item: Any) -> bytes | None:
     ``data:`` for anything else. None (logged) for a value JSON cannot encode.
 
     A ``Frame`` is shared by every subscriber of a change: its event is encoded once
-    and kept for the next subscribers (the last ``_CACHED_EVENTS`` frames)."""
+    and kept for the next subscribers (the last ``_CACHED_EVENTS`` frames of at most
+    ``_CACHED_EVENT_BYTES``, so the cache holds a few MiB at worst)."""
     if isinstance(item, Frame):
         cached = _events.get(id(item))
         if cached is not None and cached[0] is item:
@@ -139,7 +140,7 @@ def encode_event(item: Any) -> bytes | None:
         # JSON from protocol.encode has no line breaks; a Frame made by hand may.
         text = "\ndata: ".join(text.splitlines())
     event = f"{head}data: {text}\n\n".encode()
-    if isinstance(item, Frame):
+    if isinstance(item, Frame) and len(event) <= _CACHED_EVENT_BYTES:
         # Keyed by id(), holding the frame itself, so an id is never reused while cached.
         _events[id(item)] = (item, event)
         if len(_events) > _CACHED_EVENTS:
@@ -150,7 +151,8 @@ def encode_event(item: Any) -> bytes | None:
     return event
 
 
-_CACHED_EVENTS = 256
+_CACHED_EVENTS = 64
+_CACHED_EVENT_BYTES = 64 * 1024
 _events: dict[int, tuple[Frame, bytes]] = {}
 
 

@@ -33,6 +33,7 @@ def test_last_event_id_replaces_since_and_keeps_the_other_options():
 def test_events_carry_an_id_only_for_record_states():
     put = Frame('{"type":"put","version":12.5}', "harper.dogs.dog.1", 12.5)
     assert sse.encode_event(put) == b'id: 12.5\ndata: {"type":"put","version":12.5}\n\n'
+    assert sse.encode_event(put) is sse.encode_event(put), "a frame shared by many subscribers is encoded once"
     message = Frame('{"type":"message"}', None, 13.0)
     assert sse.encode_event(message) == b'data: {"type":"message"}\n\n'
     assert sse.encode_event({"status": "ok"}) == b'data: {"status":"ok"}\n\n'
