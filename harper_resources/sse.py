@@ -191,10 +191,10 @@ async def serve_events(resource: Resource, scope: dict[str, Any], receive: Recei
     client leaves or the stream ends."""
     incoming = IncomingMessages(maxsize=1, max_bytes=0)
     incoming.keep_unread = False
+    resource.scope = scope
     try:
         try:
-            scope = resumed_scope(scope)
-            resource.scope = scope
+            scope = resource.scope = resumed_scope(scope)
             await resource._authorise()
             outgoing = await resource._open(incoming)
             await resource._subscriptions_ready()
