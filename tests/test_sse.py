@@ -19,6 +19,7 @@ from httpx_sse import ServerSentEvent, connect_sse
 from tests.live import ADMIN_PASSWORD, ADMIN_USER, AdminClient, DemoServer, run_script
 
 READER, READER_PASSWORD = "reader", "reader-password-for-tests"
+WATCHER, WATCHER_PASSWORD = "watcher", "watcher-password-for-tests"  # may view dogs
 KEEPALIVE = 0.5
 EVENT_STREAM = {"Accept": "text/event-stream"}
 
@@ -26,16 +27,19 @@ EVENT_STREAM = {"Accept": "text/event-stream"}
 @pytest.fixture(scope="module", params=["uvicorn", "daphne"])
 def server(request, tmp_path_factory):
     """The demo with SSE on its resource paths (tests.sse_asgi), a keep-alive of
-    ``KEEPALIVE`` seconds, and a user who may log in but has no permission."""
+    ``KEEPALIVE`` seconds, open streams checked again every second, a user who may log
+    in but has no permission, and one who may view dogs."""
     server = DemoServer(
         tmp_path_factory.mktemp(f"sse-{request.param}"),
-        env={"HARPER_RESOURCES_SSE_KEEPALIVE": str(KEEPALIVE)},
+        env={"HARPER_RESOURCES_SSE_KEEPALIVE": str(KEEPALIVE), "HARPER_RESOURCES_REAUTH_INTERVAL": "1.0"},
         server=request.param,
         application="tests.sse_asgi:application",
     ).prepare()
     run_script(
-        "from django.contrib.auth.models import User\n"
-        f"User.objects.create_user({READER!r}, password={READER_PASSWORD!r})",
+        "from django.contrib.auth.models import Permission, User\n"
+        f"User.objects.create_user({READER!r}, password={READER_PASSWORD!r})\n"
+        f"watcher = User.objects.create_user({WATCHER!r}, password={WATCHER_PASSWORD!r})\n"
+        "watcher.user_permissions.add(Permission.objects.get(codename='view_dog'))",
         server.env,
     )
     server.start(prepare=False)
@@ -295,3 +299,23 @@ def test_clients_that_leave_leave_no_listener_and_no_stream(server, admin, sse):
     admin.change_dog(pk, "Ghost Two", "Greyhound", 7)
     _, frame = sse(f"/plain-dog/{pk}").next_record()
     assert frame["value"]["name"] == "Ghost Two"
+
+
+def test_a_user_who_loses_the_permission_gets_a_close_event_and_the_stream_ends(server, admin, sse):
+    pk = admin.add_dog("Watched", "Corgi", 2)
+    events = sse(f"/private-dog/{pk}", auth=(WATCHER, WATCHER_PASSWORD))
+    _, frame = events.next_record()
+    assert frame["value"]["name"] == "Watched"
+    run_script(
+        f"from django.contrib.auth.models import User\nUser.objects.get(username={WATCHER!r}).user_permissions.clear()",
+        server.env,
+    )
+    closing = events.next(timeout=15)
+    assert closing.event == "close"
+    assert json.loads(closing.data) == {"code": 3003, "reason": "Forbidden"}
+    with pytest.raises(AssertionError, match="the stream ended"):
+        events.next()
+    refused = httpx.get(
+        f"{server.url}/private-dog/{pk}", headers=EVENT_STREAM, auth=(WATCHER, WATCHER_PASSWORD), timeout=10
+    )
+    assert refused.status_code == 403, "the browser's reconnect is refused too"
