@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -319,3 +321,42 @@ def test_a_user_who_loses_the_permission_gets_a_close_event_and_the_stream_ends(
         f"{server.url}/private-dog/{pk}", headers=EVENT_STREAM, auth=(WATCHER, WATCHER_PASSWORD), timeout=10
     )
     assert refused.status_code == 403, "the browser's reconnect is refused too"
+
+
+def threads_of(server: DemoServer) -> int:
+    assert server.process is not None
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+
+
+def test_two_hundred_open_streams_take_no_thread_each(server, admin):
+    pk = admin.add_dog("Crowd", "Beagle", 1)
+    sockets = []
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as warm:
+            warm.sendall(f"GET /plain-dog/{pk} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+            assert b'"type":"put"' in read_until(warm, b'"type":"put"')
+        before = threads_of(server)
+        for _ in range(200):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(f"GET /plain-dog/{pk} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+            sockets.append(sock)
+        for sock in sockets:
+            assert b'"type":"put"' in read_until(sock, b'"type":"put"')
+        assert threads_of(server) <= before + 2, "streams are served on the event loop, not by threads"
+        assert sum(state(server)["listeners"].values()) >= 200
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert wait_for(lambda: state(server)["listeners"] == {})
+
+
+def read_until(sock: socket.socket, marker: bytes) -> bytes:
+    data = b""
+    deadline = time.monotonic() + 15
+    while marker not in data and time.monotonic() < deadline:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
