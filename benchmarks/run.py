@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks import sse
 from benchmarks.client import Trigger, subscribe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -348,6 +349,7 @@ def main() -> None:
                     server.stop()
                 results[(scenario_name, layer_name, arm.name)] = result
                 print(f"{scenario_name:48} {layer_name:16} {arm.name:20} {json.dumps(result, default=round)}")
+    sse_results = sse.run(layers, args.quick, args.only)
     save_results = {}
     for layer_name, env in layers.items():
         output = subprocess.run(
@@ -356,7 +358,7 @@ def main() -> None:
         save_results[layer_name] = json.loads(output.stdout.strip().splitlines()[-1])
         print(f"save() overhead {layer_name:16} {save_results[layer_name]}")
     command = " ".join(["python -m benchmarks.run", *sys.argv[1:]])
-    report = render(results, save_results, layers, time.monotonic() - started, command)
+    report = render(results, save_results, layers, time.monotonic() - started, command) + sse.render(sse_results)
     if args.formats:
         from benchmarks import binary_formats
 

@@ -126,6 +126,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     rate = settings.MESSAGE_RATE
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
         errors.append(_bad_setting("MESSAGE_RATE", rate, "a number of messages a second, more than 0"))
+    keepalive = settings.SSE_KEEPALIVE
+    if isinstance(keepalive, bool) or not isinstance(keepalive, (int, float)) or not keepalive > 0:
+        errors.append(_bad_setting("SSE_KEEPALIVE", keepalive, "a number of seconds, more than 0"))
     for name in ("EXIT_FLUSH_TIMEOUT", "LOG_RETENTION", "REPLAY_INTERVAL", "AUTH_CACHE_SECONDS", "REAUTH_INTERVAL"):
         seconds = getattr(settings, name)
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:

@@ -52,6 +52,9 @@ DEFAULTS: dict[str, Any] = {
     # Every this many seconds a server process checks its logged-in connections again and
     # closes those whose user lost access (3000 or 3003). 0 turns it off.
     "REAUTH_INTERVAL": 5.0,
+    # An event stream (SSE) writes a comment line after this many seconds without output,
+    # so proxies keep it open and a client that left is noticed.
+    "SSE_KEEPALIVE": 15.0,
 }
 
 PREFIX = "HARPER_RESOURCES_"

@@ -27,6 +27,8 @@ UVICORN_LIMITS = [
     "--ws",
     "harper_resources.servers:UvicornWebSocketProtocol",
 ]
+#: And the shutdown bound the same page asks for (open event streams would hold a restart forever).
+UVICORN_SHUTDOWN = ["--timeout-graceful-shutdown", "5"]
 DAPHNE_LIMITS = ["--websocket-max-message-size", "1048576", "--websocket-max-frame-size", "1048576"]
 
 
@@ -84,7 +86,8 @@ class DemoServer:
     def command(self) -> list[str]:
         """The server's command line, with the limits docs/deployment.md recommends."""
         if self.server == "uvicorn":
-            return [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port), *UVICORN_LIMITS]
+            host = ["--host", "127.0.0.1", "--port", str(self.port)]
+            return [sys.executable, "-m", "uvicorn", *host, *UVICORN_LIMITS, *UVICORN_SHUTDOWN]
         daphne = shutil.which("daphne", path=str(Path(sys.executable).parent)) or "daphne"
         return [daphne, "-b", "127.0.0.1", "-p", str(self.port), *DAPHNE_LIMITS]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests import attacks
-from tests.live import DAPHNE_LIMITS, UVICORN_LIMITS, DemoServer
+from tests.live import DAPHNE_LIMITS, UVICORN_LIMITS, UVICORN_SHUTDOWN, DemoServer
 
 #: Growth (MiB) a server may show after an attack: uvicorn run without the limits grows by
 #: 16 MiB and more.
@@ -69,5 +69,7 @@ def test_a_ping_flood_from_a_client_that_never_reads_is_bounded(server):
 
 def test_the_deployment_page_runs_each_server_with_the_limits_the_tests_use():
     page = (Path(__file__).resolve().parent.parent / "docs" / "deployment.md").read_text()
+    page = " ".join(page.replace("\\\n", " ").split())  # shell line continuations read as one line
     assert " ".join(UVICORN_LIMITS) in page
+    assert " ".join(UVICORN_SHUTDOWN) in page
     assert " ".join(DAPHNE_LIMITS) in page

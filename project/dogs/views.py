@@ -12,3 +12,9 @@ def dog_profile(request, pk):
     """The seed's dog profile page: record updates, notes and the status pulse on /dog/<id>."""
     dog = get_object_or_404(Dog, pk=pk)
     return render(request, "dog_profile.html", {"dog": dog})
+
+
+def dog_events(request, pk):
+    """The dog over Server-Sent Events: EventSource on the same path /dog/<id>."""
+    dog = get_object_or_404(Dog, pk=pk)
+    return render(request, "dog_events.html", {"dog": dog})
