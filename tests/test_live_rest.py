@@ -4,10 +4,12 @@ and a real WebSocket client watching the same record."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+from httpx_sse import connect_sse
 from websockets.sync.client import connect
 
 from tests.live import ADMIN_PASSWORD, ADMIN_USER
@@ -71,9 +73,40 @@ def test_the_admin_session_writes_with_its_csrf_token_only(demo_server, admin):
         assert (accepted.status_code, accepted.json()["name"]) == (200, "Token")
 
 
-def test_concurrent_patches_from_threads_leave_the_watching_socket_on_the_stored_row(demo_server):
+class EventWatcher(threading.Thread):
+    """An event-stream client of ``url`` in a thread: keeps the record states (``put``
+    and ``delete`` events) until ``stop()``. The demo's pulse wakes it every second."""
+
+    def __init__(self, base_url: str, url: str) -> None:
+        super().__init__(daemon=True)
+        self.base_url, self.url = base_url, url
+        self.states: list[dict] = []
+        self.ready, self.stopping = threading.Event(), threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(30, read=None)) as client:
+            with connect_sse(client, "GET", self.url) as source:
+                self.ready.set()
+                for event in source.iter_sse():
+                    data = json.loads(event.data)
+                    if data.get("type") in ("put", "delete"):
+                        assert event.id == str(data["version"]) or float(event.id) == data["version"]
+                        self.states.append(data)
+                    if self.stopping.is_set():
+                        return
+
+    def stop(self) -> list[dict]:
+        self.stopping.set()
+        self.join(timeout=10)
+        return self.states
+
+
+def test_concurrent_patches_from_threads_leave_the_watching_socket_and_event_stream_on_the_stored_row(demo_server):
     with httpx.Client(base_url=demo_server.url, timeout=30) as http:
         pk = http.post("/dog/", json={"name": "Busy", "age": 0}, auth=ADMIN).json()["id"]
+    events = EventWatcher(demo_server.url, f"/dog/{pk}")
+    events.start()
+    assert events.ready.wait(10)
     with connect(demo_server.ws_url + f"/dog/{pk}", origin=demo_server.url, open_timeout=5) as sock:
         assert record_frames(sock, quiet=1.5)[0]["value"]["name"] == "Busy"
 
@@ -86,8 +119,10 @@ def test_concurrent_patches_from_threads_leave_the_watching_socket_on_the_stored
             statuses = list(pool.map(patch, range(1, 25)))
         assert statuses == [200] * 24
         frames = record_frames(sock, quiet=3)
+    states = events.stop()
     with httpx.Client(base_url=demo_server.url, timeout=10) as http:
         stored = http.get(f"/dog/{pk}").json()
     assert stored["name"].startswith("Busy ") and stored["age"] % 2 == 1, "both fields' last PATCH stayed"
-    assert frames and frames[-1]["value"] == stored
-    assert [frame["version"] for frame in frames] == sorted(frame["version"] for frame in frames)
+    for seen in (frames, states):
+        assert seen and seen[-1]["value"] == stored, "a watcher did not end on the stored row"
+        assert [frame["version"] for frame in seen] == sorted(frame["version"] for frame in seen)
