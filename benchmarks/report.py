@@ -14,6 +14,7 @@ COLUMNS = {
     "p50_ms": "p50 ms",
     "p99_ms": "p99 ms",
     "deliveries_per_s": "deliveries/s",
+    "server_us_per_update": "server µs/update",
     "server_us_per_delivery": "server µs/delivery",
     "server_cpu_share": "server CPU",
     "client_cpu_share": "client CPU",
