@@ -31,6 +31,7 @@ from . import metrics
 from .auth import AUTH_CREDENTIAL
 from .conf import settings
 from .credentials import fingerprint
+from .handshake import session_hash_holds
 
 if TYPE_CHECKING:
     from .consumers import Resource
@@ -149,11 +150,4 @@ def _credential_holds(scope: dict[str, Any], user: Any) -> bool:
     data = import_module(django_settings.SESSION_ENGINE).SessionStore(key).load()
     if str(data.get(SESSION_KEY)) != str(user._meta.pk.value_to_string(user)):
         return False
-    stored = data.get(HASH_SESSION_KEY)
-    if not hasattr(user, "get_session_auth_hash"):
-        return True
-    hashes = [user.get_session_auth_hash()]
-    fallbacks = getattr(user, "get_session_auth_fallback_hash", None)
-    if fallbacks is not None:
-        hashes.extend(fallbacks())
-    return isinstance(stored, str) and any(constant_time_compare(stored, h) for h in hashes)
+    return session_hash_holds(user, data.get(HASH_SESSION_KEY))
