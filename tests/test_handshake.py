@@ -3,6 +3,7 @@ and what the scope still holds for the resource."""
 
 from __future__ import annotations
 
+import datetime
 import functools
 
 import pytest
@@ -11,6 +12,7 @@ from django.contrib.auth import SESSION_KEY
 from django.contrib.sessions.models import Session
 from django.test import override_settings
 from django.urls import path
+from django.utils import timezone
 from django.utils.functional import LazyObject
 
 from harper_resources import Resource, handshake
@@ -152,6 +154,24 @@ async def test_basic_credentials_win_over_the_cookie_without_reading_the_session
     client = await ws("/whoami", headers=[*cookie, *basic("script-user", "pw-123456")], application=application)
     assert (await client.receive())["user"] == "script-user"
     assert "session_user" not in hops
+
+
+async def test_an_expired_session_logs_in_nobody(ws):
+    user = await db(make_user)("expired", perms=["view_dog"])
+    cookie = await db(session_cookie)(user)
+    await db(Session.objects.update)(expire_date=timezone.now() - datetime.timedelta(seconds=1))
+    client = await ws("/whoami", headers=cookie, application=application)
+    assert (await client.receive())["user"] == ""
+
+
+@pytest.mark.parametrize("engine", ["cached_db", "signed_cookies"])
+async def test_other_session_engines_log_in_the_same_way(ws, engine):
+    with override_settings(SESSION_ENGINE=f"django.contrib.sessions.backends.{engine}"):
+        user = await db(make_user)("browser-user")
+        cookie = await db(session_cookie)(user)
+        client = await ws("/whoami", headers=cookie, application=application)
+        seen = await client.receive()
+    assert (seen["user"], seen["session_user_id"]) == ("browser-user", str(user.pk))
 
 
 @override_settings(HARPER_RESOURCES_REAUTH_INTERVAL=0.2)
