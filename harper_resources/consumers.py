@@ -124,8 +124,9 @@ class Resource:
         """May ``user`` subscribe? def or async def. An async def runs on the event loop; a
         def runs in a thread and may use the database, except one whose body is only
         ``return <constant>`` (``return True``), which is called directly: a public
-        resource's handshake costs no thread hop. Default: the model's ``view`` permission for model resources,
-        any authenticated user for plain ones. Override to return True for public read.
+        resource's handshake costs no thread hop. Default: the model's ``view``
+        permission for model resources, any authenticated user for plain ones.
+        Override to return True for public read.
         A refusal closes with 3000 (not logged in) or 3003 (logged in, not allowed)."""
         if self.model is None:
             return bool(user.is_authenticated)

@@ -71,7 +71,7 @@ def session_user(key: str) -> tuple[Any, Any]:
     session read and one user read, as Django's ``auth.get_user`` does them, without
     writing anything."""
     store = session_store(key)
-    data = _load(store)
+    data = load_session(store)
     try:
         user_id = get_user_model()._meta.pk.to_python(data[SESSION_KEY])
         backend_path = data[BACKEND_SESSION_KEY]
@@ -88,7 +88,7 @@ def session_user(key: str) -> tuple[Any, Any]:
 _session_sql: dict[tuple[str, str], str] = {}
 
 
-def _load(store: Any) -> dict[str, Any]:
+def load_session(store: Any) -> dict[str, Any]:
     """``store.load()``. For Django's database backend itself (not a subclass) the same
     query as raw SQL, built once per table (one query per handshake without the ORM's
     compiling): the data of the unexpired session, else ``{}`` and the key None."""
