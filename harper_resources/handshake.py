@@ -121,6 +121,10 @@ def load_session(store: Any) -> dict[str, Any]:
     return decoded
 
 
+#: Built once: making a ``database_sync_to_async`` wrapper costs more than the call.
+_session_user_in_thread = database_sync_to_async(session_user)
+
+
 def _cookies(scope: dict[str, Any]) -> dict[str, str]:
     for name, value in scope.get("headers", ()):
         if name == b"cookie":
@@ -154,7 +158,7 @@ class ResourceAuthMiddleware:
                 scope["user"] = user
                 scope[auth.AUTH_CREDENTIAL] = credential
         elif key:
-            store, user = await database_sync_to_async(session_user)(key)
+            store, user = await _session_user_in_thread(key)
             scope["session"] = store
             scope["user"] = AnonymousUser() if user is None else user
         else:
