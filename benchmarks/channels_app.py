@@ -4,6 +4,9 @@
   WebSocket ``/b/ws/<topic>``; ``POST /b/trigger?topic=T`` does ``group_send``.
 - C, harper_resources: WebSocket ``/c/dog/<id>`` and ``/c/dog/``; ``POST /c/trigger``
   (body: the record) saves the Dog, which broadcasts after commit.
+- ``secure_application``: C under the demo's real WebSocket stack,
+  ``OriginValidator(ResourceAuthMiddlewareStack(ResourceRouter(...)))`` (session cookie,
+  HTTP Basic or Bearer, origin check), for the handshake benchmarks.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from django.urls import path  # noqa: E402
 from django.views.decorators.csrf import csrf_exempt  # noqa: E402
 
 from harper_resources import Resource  # noqa: E402
+from harper_resources.auth import OriginValidator, ResourceAuthMiddlewareStack  # noqa: E402
+from harper_resources.routing import ResourceRouter  # noqa: E402
 from project.dogs.models import Dog  # noqa: E402
 
 
@@ -82,6 +87,17 @@ application = ProtocolTypeRouter(
                 path("c/dog/<str:id>", DogBench.as_asgi()),
                 path("c/dog/", DogBench.as_asgi()),
             ]
+        ),
+    }
+)
+
+secure_application = ProtocolTypeRouter(
+    {
+        "http": django_app,
+        "websocket": OriginValidator(
+            ResourceAuthMiddlewareStack(
+                ResourceRouter([path("c/dog/<str:id>", DogBench.as_asgi()), path("c/dog/", DogBench.as_asgi())])
+            )
         ),
     }
 )

@@ -35,8 +35,10 @@ class Subscriber(asyncio.Protocol):
     """One WebSocket connection. Calls ``on_seq(seq, now)`` for each frame whose record
     carries ``"age": seq`` (JSON text, or MessagePack/CBOR binary); counts every frame."""
 
-    def __init__(self, path: str, on_seq: Callable[[int, float], None], opened: asyncio.Future[None]) -> None:
-        self.path, self.on_seq, self.opened = path, on_seq, opened
+    def __init__(
+        self, path: str, on_seq: Callable[[int, float], None], opened: asyncio.Future[None], headers: str = ""
+    ) -> None:
+        self.path, self.on_seq, self.opened, self.headers = path, on_seq, opened, headers
         self.buffer = b""
         self.handshaken = False
         self.frames = 0
@@ -48,7 +50,7 @@ class Subscriber(asyncio.Protocol):
         key = base64.b64encode(os.urandom(16)).decode()
         transport.write(  # type: ignore[attr-defined]
             f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{self.headers}\r\n".encode()
         )
 
     def data_received(self, data: bytes) -> None:
@@ -116,8 +118,11 @@ class Subscriber(asyncio.Protocol):
             self.transport.close()
 
 
-async def subscribe(port: int, paths: list[str], on_seq: Callable[[int, float], None]) -> list[Subscriber]:
-    """Open one subscriber per path (a few hundred at a time) and wait until all are open."""
+async def subscribe(
+    port: int, paths: list[str], on_seq: Callable[[int, float], None], headers: str = ""
+) -> list[Subscriber]:
+    """Open one subscriber per path (a few hundred at a time) and wait until all are open.
+    ``headers``: extra request header lines, each ending in CRLF (a cookie, say)."""
     loop = asyncio.get_running_loop()
     subscribers: list[Subscriber] = []
     for start in range(0, len(paths), 200):
@@ -125,7 +130,7 @@ async def subscribe(port: int, paths: list[str], on_seq: Callable[[int, float], 
         for path in paths[start : start + 200]:
             opened: asyncio.Future[None] = loop.create_future()
             _, protocol = await loop.create_connection(
-                lambda p=path, o=opened: Subscriber(p, on_seq, o), "127.0.0.1", port
+                lambda p=path, o=opened: Subscriber(p, on_seq, o, headers), "127.0.0.1", port
             )
             batch.append(protocol)
         await asyncio.gather(*(s.opened for s in batch))

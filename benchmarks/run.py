@@ -4,6 +4,7 @@ by side and interleaved, on the in-memory and the Redis layer.
     python -m benchmarks.run            # everything, about 6 minutes; writes RESULTS.md
     python -m benchmarks.run --quick    # a smaller run to try it out
     python -m benchmarks.run --formats  # also JSON against MessagePack and CBOR (benchmarks.binary_formats)
+    python -m benchmarks.run --only handshakes   # only the handshake rows (benchmarks/handshakes.py)
 
 Every arm is served by uvicorn pinned to core 0; this client is pinned to core 1 (Redis,
 when used, is not pinned). Figures are per run: compare arms within one run, as ratios.
@@ -368,12 +369,19 @@ def main() -> None:
         )
         save_results[layer_name] = json.loads(output.stdout.strip().splitlines()[-1])
         print(f"save() overhead {layer_name:16} {save_results[layer_name]}")
+    handshake_rows = []
+    if args.only in "handshakes":  # the handshake rows (benchmarks/handshakes.py), on the in-memory layer
+        from benchmarks import handshakes
+
+        handshake_rows = handshakes.measure(base_env, args.quick)
     command = " ".join(["python -m benchmarks.run", *sys.argv[1:]])
     report = render(results, save_results, layers, time.monotonic() - started, command) + sse.render(sse_results)
     if args.formats:
         from benchmarks import binary_formats
 
         report += "\n" + binary_formats.run(args.quick, base_env)
+    if handshake_rows:
+        report += "\n" + handshakes.markdown(handshake_rows)
     print(report)
     if not args.no_write:
         (ROOT / args.output).write_text(report)

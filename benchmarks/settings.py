@@ -8,7 +8,14 @@ BASE = os.environ.get("BENCH_DIR", "/tmp")
 SECRET_KEY = "benchmark-only"
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
-INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "channels", "harper_resources", "project.dogs"]
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "channels",
+    "harper_resources",
+    "project.dogs",
+]
 # SQLite in BENCH_DIR unless DATABASE_URL names another database (PostgreSQL, say).
 DATABASES = {
     "default": dj_database_url.config(default="sqlite:///" + os.path.join(BASE, "bench.sqlite3"), conn_max_age=600)

@@ -4,8 +4,9 @@
   ``authenticate()`` (hashed off the shared database thread, verified results cached
   briefly: see ``credentials``), or ``Authorization: Bearer`` with a signed token (see
   ``tokens``), for scripts and other non-browser clients.
-- ``ResourceAuthMiddlewareStack(inner)``: the session cookie (browsers, Channels'
-  ``AuthMiddlewareStack``) plus Basic or Bearer; those win when sent too.
+- ``ResourceAuthMiddlewareStack(inner)``: the session cookie (browsers) plus Basic or
+  Bearer; those win when sent too. A session login costs one database hop (session and
+  user read together: ``handshake``); the scope keeps the user, not the session's data.
 - ``OriginValidator(inner)``: refuses a browser page from another site (cross-site
   WebSocket hijacking) by checking ``Origin`` against ``ALLOWED_HOSTS``.
 
@@ -19,7 +20,6 @@ import base64
 import binascii
 from typing import Any
 
-from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from channels.security.websocket import AllowedHostsOriginValidator
 from channels.security.websocket import OriginValidator as ChannelsOriginValidator
@@ -79,20 +79,10 @@ class BasicAuthMiddleware:
         self.inner = inner
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        basic = _basic_credentials(scope)
-        token = _bearer_token(scope) if basic is None else None
-        if basic is not None or token is not None:
+        login = await header_login(scope)
+        if login is not None:
             scope = dict(scope)
-            user = None
-            if basic:
-                username, password = basic  # type: ignore[misc]
-                user = await credentials.check_basic(username, password)
-                method = "basic"
-            elif token:
-                claims = tokens.read_token(token)
-                if claims is not None:
-                    user = await database_sync_to_async(credentials.active_user)(*claims)
-                method = "bearer"
+            user, credential = login
             if user is None:
                 # Imported here: this module loads before django.setup() in an asgi.py.
                 from django.contrib.auth.models import AnonymousUser
@@ -101,13 +91,41 @@ class BasicAuthMiddleware:
                 scope[AUTH_FAILED] = True
             else:
                 scope["user"] = user
-                scope[AUTH_CREDENTIAL] = (method, credentials.fingerprint(user))
+                scope[AUTH_CREDENTIAL] = credential
         return await self.inner(scope, receive, send)
 
 
+async def header_login(scope: dict[str, Any]) -> tuple[Any, tuple[str, str] | None] | None:
+    """The login of an ``Authorization: Basic`` or ``Bearer`` header: None without such a
+    header; ``(None, None)`` when its credentials are wrong, malformed or expired; else
+    ``(user, (method, password fingerprint))``."""
+    basic = _basic_credentials(scope)
+    token = _bearer_token(scope) if basic is None else None
+    if basic is None and token is None:
+        return None
+    user = None
+    if basic:
+        username, password = basic  # type: ignore[misc]
+        user = await credentials.check_basic(username, password)
+        method = "basic"
+    elif token:
+        claims = tokens.read_token(token)
+        if claims is not None:
+            user = await database_sync_to_async(credentials.active_user)(*claims)
+        method = "bearer"
+    if user is None:
+        return None, None
+    return user, (method, credentials.fingerprint(user))
+
+
 def ResourceAuthMiddlewareStack(inner: Any) -> Any:
-    """Session-cookie authentication for browsers, then HTTP Basic or Bearer for other clients."""
-    return AuthMiddlewareStack(BasicAuthMiddleware(inner))
+    """Session-cookie authentication for browsers, HTTP Basic or Bearer for other clients:
+    ``handshake.ResourceAuthMiddleware`` (one middleware, one database hop for a session
+    login; see there what the scope holds). HTTP scopes get Channels'
+    ``AuthMiddlewareStack`` around ``BasicAuthMiddleware``."""
+    from .handshake import ResourceAuthMiddleware
+
+    return ResourceAuthMiddleware(inner)
 
 
 class NonBrowserOriginValidator(ChannelsOriginValidator):  # type: ignore[misc]

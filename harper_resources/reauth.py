@@ -19,10 +19,8 @@ import concurrent.futures
 import inspect
 import os
 import threading
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from django.conf import settings as django_settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.db import close_old_connections
 from django.utils.crypto import constant_time_compare
@@ -31,6 +29,7 @@ from . import metrics
 from .auth import AUTH_CREDENTIAL
 from .conf import settings
 from .credentials import fingerprint
+from .handshake import load_session, session_hash_holds, session_store
 
 if TYPE_CHECKING:
     from .consumers import Resource
@@ -146,14 +145,7 @@ def _credential_holds(scope: dict[str, Any], user: Any) -> bool:
     key = getattr(session, "session_key", None)
     if key is None:
         return True  # logged in some other way (a middleware of the project's): nothing to check here
-    data = import_module(django_settings.SESSION_ENGINE).SessionStore(key).load()
+    data = load_session(session_store(key))
     if str(data.get(SESSION_KEY)) != str(user._meta.pk.value_to_string(user)):
         return False
-    stored = data.get(HASH_SESSION_KEY)
-    if not hasattr(user, "get_session_auth_hash"):
-        return True
-    hashes = [user.get_session_auth_hash()]
-    fallbacks = getattr(user, "get_session_auth_fallback_hash", None)
-    if fallbacks is not None:
-        hashes.extend(fallbacks())
-    return isinstance(stored, str) and any(constant_time_compare(stored, h) for h in hashes)
+    return session_hash_holds(user, data.get(HASH_SESSION_KEY))

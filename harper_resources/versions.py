@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db import connections, transaction
 
@@ -103,14 +103,43 @@ def mark_deleted(using: str, table: str, key: str) -> None:
     _model()._default_manager.using(using).filter(table=table, key=stored_key(key)).update(deleted=True)
 
 
+#: Keys per query of ``stored`` (well under every database's limit of parameters).
+_CHUNK = 500
+_select_sql: dict[tuple[str, str], str] = {}
+
+
+def _select(using: str, where: str) -> str:
+    """``SELECT key, version`` of the version table ``WHERE where`` (``{table}``, ``{key}``
+    and ``{version}`` name the columns), built once per database vendor: the first read
+    of every connection runs these, and raw SQL skips the ORM's query compiling."""
+    connection = connections[using]
+    sql = _select_sql.get((connection.vendor, where))
+    if sql is None:
+        qn = connection.ops.quote_name
+        meta = _model()._meta
+        columns = {name: qn(meta.get_field(name).column) for name in ("table", "key", "version")}  # type: ignore[union-attr,arg-type]
+        sql = f"SELECT {columns['key']}, {columns['version']} FROM {qn(meta.db_table)} WHERE " + where.format(**columns)
+        _select_sql[(connection.vendor, where)] = sql
+    return sql
+
+
+def _rows(using: str, where: str, params: list[Any]) -> list[tuple[str, float]]:
+    with connections[using].cursor() as cursor:
+        cursor.execute(_select(using, where), params)
+        return [(skey, float(version)) for skey, version in cursor.fetchall()]
+
+
 def stored(using: str, table: str, keys: Iterable[str]) -> dict[str, float]:
     """The stored version of each of ``keys`` that has one (records never changed since
     the app was installed have none: their version is 0)."""
     by_stored = {stored_key(key): key for key in keys}
+    wanted = list(by_stored)
     found: dict[str, float] = {}
-    rows = _model()._default_manager.using(using).filter(table=table, key__in=list(by_stored))
-    for skey, version in rows.values_list("key", "version").iterator(chunk_size=2000):
-        found[by_stored[skey]] = version
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start : start + _CHUNK]
+        where = "{table} = %s AND {key} IN (" + ", ".join(["%s"] * len(chunk)) + ")"
+        for skey, version in _rows(using, where, [table, *chunk]):
+            found[by_stored[skey]] = version
     return found
 
 
@@ -118,13 +147,11 @@ def recent(using: str, table: str, key: str | None, after: float) -> dict[str, f
     """Stored versions, deleted records included: of ``key`` whatever its age, or of the
     records of ``table`` changed after version ``after``. Keys too long for the column
     are left out (their stored form is a digest)."""
-    rows = _model()._default_manager.using(using).filter(table=table)
-    rows = rows.filter(key=stored_key(key)) if key is not None else rows.filter(version__gt=after)
-    return {
-        skey: version
-        for skey, version in rows.values_list("key", "version").iterator(chunk_size=2000)
-        if not skey.startswith("sha256:")
-    }
+    if key is not None:
+        rows = _rows(using, "{table} = %s AND {key} = %s", [table, stored_key(key)])
+    else:
+        rows = _rows(using, "{table} = %s AND {version} > %s", [table, after])
+    return {skey: version for skey, version in rows if not skey.startswith("sha256:")}
 
 
 @contextlib.contextmanager

@@ -1,0 +1,196 @@
+"""Cheap handshakes: the login found in one database hop, public ``allow_read`` in none.
+
+- ``ResourceAuthMiddleware(inner)``: what ``auth.ResourceAuthMiddlewareStack`` builds. For
+  a WebSocket it does in one middleware, with one copy of the scope, what Channels'
+  ``CookieMiddleware``, ``SessionMiddleware`` and ``AuthMiddleware`` plus our
+  ``BasicAuthMiddleware`` did: ``Authorization: Basic``/``Bearer`` when sent (and then no
+  session read at all), else the session cookie: the session and its user are read in
+  ONE ``database_sync_to_async`` call. Other scope types (HTTP) go through Channels' stack.
+- ``allow(check, user)``: calls ``allow_read``: an ``async def`` on the event loop, a
+  ``def`` whose body is only ``return <constant>`` (``return True``) directly, any other
+  ``def`` in a thread (``database_sync_to_async``), where it may use the database.
+
+What an inner application finds in the scope (WebSocket):
+
+- ``scope["user"]``: the user (a model instance, never a lazy object), or ``AnonymousUser``;
+- ``scope["session"]``: a ``SessionStore`` of the cookie's session key (None when there is
+  no valid session). Only the key is held: the handshake reads the session once to find
+  the user and keeps none of its data, so reading ``scope["session"]`` loads it again,
+  which is a database read (do it from sync code in a thread). Nothing is written: a
+  session whose auth hash no longer matches (password changed) logs in nobody, and is
+  left for Django's HTTP middleware to flush;
+- ``scope["cookies"]``: the request's cookies, as Channels' ``CookieMiddleware`` sets them.
+"""
+
+from __future__ import annotations
+
+import dis
+import functools
+import inspect
+import types
+from importlib import import_module
+from typing import Any
+
+from channels.auth import AuthMiddlewareStack
+from channels.db import database_sync_to_async
+from django.conf import settings as django_settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model, load_backend
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.sessions.backends import db as db_sessions
+from django.core.exceptions import ValidationError
+from django.db import connections, router
+from django.http import parse_cookie
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare
+
+from . import auth
+
+
+def session_store(key: str | None) -> Any:
+    """A ``SessionStore`` of ``key`` (the project's ``SESSION_ENGINE``), not loaded."""
+    return import_module(django_settings.SESSION_ENGINE).SessionStore(key)
+
+
+def session_hash_holds(user: Any, stored: Any) -> bool:
+    """Does a session's auth hash ``stored`` still match ``user`` (current secret or a
+    fallback)? True for a user model without session hashes."""
+    if not hasattr(user, "get_session_auth_hash"):
+        return True
+    if not isinstance(stored, str) or not stored:
+        return False
+    hashes = [user.get_session_auth_hash()]
+    fallbacks = getattr(user, "get_session_auth_fallback_hash", None)
+    if fallbacks is not None:
+        hashes.extend(fallbacks())
+    return any(constant_time_compare(stored, h) for h in hashes)
+
+
+def session_user(key: str) -> tuple[Any, Any]:
+    """``(store, user)`` for the session ``key``: the store not loaded (its key None if
+    the session does not exist), and the active user it logs in, or None. Sync: one
+    session read and one user read, as Django's ``auth.get_user`` does them, without
+    writing anything."""
+    store = session_store(key)
+    data = load_session(store)
+    try:
+        user_id = get_user_model()._meta.pk.to_python(data[SESSION_KEY])
+        backend_path = data[BACKEND_SESSION_KEY]
+    except (KeyError, ValidationError):
+        return store, None
+    if backend_path not in django_settings.AUTHENTICATION_BACKENDS:
+        return store, None
+    user = load_backend(backend_path).get_user(user_id)
+    if user is None or not session_hash_holds(user, data.get(HASH_SESSION_KEY)):
+        return store, None
+    return store, user
+
+
+_session_sql: dict[tuple[str, str], str] = {}
+
+
+def load_session(store: Any) -> dict[str, Any]:
+    """``store.load()``. For Django's database backend itself (not a subclass) the same
+    query as raw SQL, built once per table (one query per handshake without the ORM's
+    compiling): the data of the unexpired session, else ``{}`` and the key None."""
+    if type(store) is not db_sessions.SessionStore:
+        data: dict[str, Any] = store.load()
+        return data
+    key = store.session_key
+    if not key:
+        return {}
+    model = store.model
+    connection = connections[router.db_for_read(model)]
+    sql = _session_sql.get((connection.alias, model._meta.db_table))
+    if sql is None:
+        qn = connection.ops.quote_name
+        field = model._meta.get_field
+        sql = "SELECT {} FROM {} WHERE {} = %s AND {} > %s".format(
+            qn(field("session_data").column),
+            qn(model._meta.db_table),
+            qn(field("session_key").column),
+            qn(field("expire_date").column),
+        )
+        _session_sql[(connection.alias, model._meta.db_table)] = sql
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [key, connection.ops.adapt_datetimefield_value(timezone.now())])
+        row = cursor.fetchone()
+    if row is None:
+        store._session_key = None
+        return {}
+    decoded: dict[str, Any] = store.decode(row[0])
+    return decoded
+
+
+#: Built once: making a ``database_sync_to_async`` wrapper costs more than the call.
+_session_user_in_thread = database_sync_to_async(session_user)
+
+
+def _cookies(scope: dict[str, Any]) -> dict[str, str]:
+    for name, value in scope.get("headers", ()):
+        if name == b"cookie":
+            return parse_cookie(value.decode("latin1"))
+    return {}
+
+
+class ResourceAuthMiddleware:
+    """The session cookie, HTTP Basic or a Bearer token, in one middleware (see the
+    module docstring for what the scope holds). Basic or Bearer win when sent; wrong
+    ones set ``auth.AUTH_FAILED`` (the resource closes with 3000)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.http = AuthMiddlewareStack(auth.BasicAuthMiddleware(inner))
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        if scope.get("type") != "websocket":
+            return await self.http(scope, receive, send)
+        cookies = _cookies(scope)
+        key = cookies.get(django_settings.SESSION_COOKIE_NAME)
+        scope = dict(scope, cookies=cookies)
+        login = await auth.header_login(scope)
+        if login is not None:
+            user, credential = login
+            scope["session"] = session_store(key)
+            if user is None:
+                scope["user"] = AnonymousUser()
+                scope[auth.AUTH_FAILED] = True
+            else:
+                scope["user"] = user
+                scope[auth.AUTH_CREDENTIAL] = credential
+        elif key:
+            store, user = await _session_user_in_thread(key)
+            scope["session"] = store
+            scope["user"] = AnonymousUser() if user is None else user
+        else:
+            scope["session"] = session_store(None)
+            scope["user"] = AnonymousUser()
+        return await self.inner(scope, receive, send)
+
+
+_PASS = frozenset({"RESUME", "NOP", "CACHE", "EXTENDED_ARG"})
+
+
+@functools.lru_cache(maxsize=1024)
+def _returns_constant(code: types.CodeType) -> bool:
+    ops = [op for op in dis.get_instructions(code) if op.opname not in _PASS]
+    if len(ops) == 1:
+        return ops[0].opname == "RETURN_CONST"
+    return len(ops) == 2 and ops[0].opname == "LOAD_CONST" and ops[1].opname == "RETURN_VALUE"
+
+
+def answers_at_once(check: Any) -> bool:
+    """Is ``check`` a plain ``def`` (or method) whose body only returns a constant, like
+    ``return True``? Such a check cannot touch the database or block."""
+    function = getattr(check, "__func__", check)
+    return isinstance(function, types.FunctionType) and _returns_constant(function.__code__)
+
+
+async def allow(check: Any, user: Any) -> bool:
+    """``check(user)`` (an ``allow_read``): ``async def`` awaited on the event loop; a
+    ``def`` that only returns a constant called directly (no thread hop); any other
+    ``def`` in a thread through ``database_sync_to_async``."""
+    if inspect.iscoroutinefunction(check):
+        return bool(await check(user))
+    if answers_at_once(check):
+        return bool(check(user))
+    return bool(await database_sync_to_async(check)(user))
