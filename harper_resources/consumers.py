@@ -474,6 +474,7 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
     # ASGI plumbing ---------------------------------------------------------------------
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+        self.scope = scope
         kind = scope["type"]
         if kind != "websocket":
             if kind == "http":
@@ -482,7 +483,6 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
                     await http.serve(self, scope, receive, send)
                     return
             raise ValueError(f"{type(self).__name__} handles WebSocket connections only")
-        self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         if (await receive())["type"] != "websocket.connect":
             return
@@ -665,12 +665,13 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
             # A stream (the default one) takes client frames through on("data") or an
             # iteration already started; anything else reads them by iterating, later.
             incoming.keep_unread = not isinstance(outgoing, Stream)
-        early, self._early = self._early, None
-        for message in early or ():  # send() before the accept, with a stream of one's own
-            try:
-                await self._asgi_send(message)
-            except OSError:
-                break
+        if self._early is not None:  # send() in connect(), before the stream existed
+            early, self._early = self._early, None
+            for message in early:
+                try:
+                    await self._asgi_send(message)
+                except OSError:
+                    break
         writer = self._writer = asyncio.ensure_future(self._write_then_close(outgoing))
         listener = None if self.channel_name is None else asyncio.ensure_future(self._listen())
         for stream in self._streams:
