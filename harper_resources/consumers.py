@@ -109,8 +109,8 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
     groups: Sequence[str] | None = ()
     own_channel: ClassVar[bool] = False
     # Class-level defaults: a connection without a channel of its own never sets them.
-    channel_layer: Any = None
     channel_name: str | None = None
+    _channel_layer: Any = None
     _joined: Sequence[str] = ()
     _early: list[dict[str, Any]] | None = None
     _accept_headers: list[Any] | None = None
@@ -136,7 +136,7 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.user: Any = AnonymousUser()
         self.id: str | None = None
         self.pk: Any = None
-        self.options = protocol.SubscriptionOptions()
+        self.options = protocol.NO_OPTIONS
         self.subprotocol: str | None = None
         self._streams: list[Stream] = []
         self._outgoing: AsyncIterator[Any] | None = None
@@ -146,6 +146,19 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     # ``as_asgi(**initkwargs)`` is Channels': a new instance per connection, the
     # initkwargs set as attributes by ``__init__``.
+
+    @property
+    def channel_layer(self) -> Any:
+        """The channel layer of ``channel_layer_alias`` (None if ``CHANNEL_LAYERS`` has
+        none), as in Channels; looked up when read, so a connection that never uses it
+        keeps no reference to it."""
+        if self._channel_layer is not None:
+            return self._channel_layer
+        return get_channel_layer(self.channel_layer_alias)
+
+    @channel_layer.setter
+    def channel_layer(self, layer: Any) -> None:
+        self._channel_layer = layer
 
     @property
     def base_send(self) -> Send:
@@ -483,7 +496,6 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
                     await http.serve(self, scope, receive, send)
                     return
             raise ValueError(f"{type(self).__name__} handles WebSocket connections only")
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
         if (await receive())["type"] != "websocket.connect":
             return
         self._asgi_send = send
@@ -543,7 +555,7 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def _join(self) -> None:
         """Give this connection a channel of its own and join ``groups`` (Channels'
         ``websocket_connect``). Raises if the layer is missing or fails."""
-        layer = self.channel_layer
+        layer = self._channel_layer = self.channel_layer  # the same layer until the end
         if layer is None:
             raise InvalidChannelLayerError(
                 f"{type(self).__name__} has groups or own_channel but CHANNEL_LAYERS has no "
