@@ -93,6 +93,22 @@ class RefusesInConnect(PublicDogs):
         return super().connect(incoming_messages)
 
 
+class GeneratorCloses(Resource):
+    """An async generator of its own that closes the socket itself: the generator ends there."""
+
+    reached_after_close: list[bool] = []
+
+    def allow_read(self, user: Any) -> bool:
+        return True
+
+    async def connect(self, incoming_messages: Any = None) -> Any:
+        yield {"n": 1}
+        await self.send(text_data="sent directly")
+        await self.close(4002, "done")
+        GeneratorCloses.reached_after_close.append(True)
+        yield {"n": 2}
+
+
 application = URLRouter(
     [
         path("dog/<str:id>", PublicDogs.as_asgi()),
@@ -100,6 +116,7 @@ application = URLRouter(
         path("direct", Direct.as_asgi()),
         path("hooks/<str:id>", Hooks.as_asgi()),
         path("refuses/<str:id>", RefusesInConnect.as_asgi()),
+        path("generator-closes", GeneratorCloses.as_asgi()),
     ]
 )
 
@@ -201,6 +218,15 @@ async def test_close_in_connect_refuses_the_connection_with_that_code():
     message = await communicator.receive_output(timeout=3)
     assert message == {"type": "websocket.close", "code": 4007, "reason": "not today"}
     await communicator.wait(timeout=3)
+
+
+async def test_close_from_the_connections_own_generator_ends_it_there_with_that_code(ws):
+    GeneratorCloses.reached_after_close = []
+    client = await ws("/generator-closes", application=application)
+    assert await client.receive() == {"n": 1}
+    assert (await client.receive_raw())["text"] == "sent directly"
+    assert await client.closed_with() == 4002
+    assert GeneratorCloses.reached_after_close == []
 
 
 async def test_an_http_scope_is_refused_while_no_http_module_serves_it():
