@@ -115,6 +115,8 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
     _early: list[dict[str, Any]] | None = None
     _accept_headers: list[Any] | None = None
     _close_sent = False
+    #: Set by ``close()`` or a revocation: the code the connection closes with.
+    _close_request: tuple[int, str] | None = None
     _left_with = 1005
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -141,8 +143,6 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
         self._streams: list[Stream] = []
         self._outgoing: AsyncIterator[Any] | None = None
         self._writer: asyncio.Future[None] | None = None
-        #: Set by ``close()`` or a revocation: the code the connection closes with.
-        self._close_request: tuple[int, str] | None = None
 
     # ``as_asgi(**initkwargs)`` is Channels': a new instance per connection, the
     # initkwargs set as attributes by ``__init__``.
