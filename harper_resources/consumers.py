@@ -1,8 +1,11 @@
-"""``Resource``: the ASGI WebSocket application a user subclasses.
+"""``Resource``: the Channels WebSocket consumer a user subclasses.
 
 One instance per connection. ``__call__`` does the plumbing (accept, authorise, read
 client frames, write the stream, clean up); ``connect()`` is the user's hook, and the
-default ``connect()`` is the record stream of DESIGN.md.
+default ``connect()`` is the record stream of DESIGN.md. What Channels gives an
+``AsyncWebsocketConsumer`` (``channel_layer``, ``groups``, layer event handlers,
+``send``, ``close``, ``receive``, ``disconnect``, ``as_asgi``) works on it too; record
+frames come from the per-process hub, never through a channel of the connection's own.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 from channels.db import database_sync_to_async
+from channels.exceptions import InvalidChannelLayerError, StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.contrib.auth import get_permission_codename
 from django.db import models
 
@@ -21,10 +27,10 @@ from . import broadcast, changelog, closing, codecs, handshake, metrics, protoco
 from .auth import AUTH_FAILED
 from .conf import settings
 from .exceptions import BadRequest, CloseConnection, Forbidden, InvalidStream, NotLoggedIn, ResourceNotFound
-from .hub import get_hub
+from .hub import HUB_CHANNEL_PREFIX, get_hub
 from .projection import Projection
 from .ratelimit import TokenBucket
-from .streams import Frame, IncomingMessages, Send, Stream, asgi_message
+from .streams import Frame, IncomingMessages, RawMessage, Send, Stream, asgi_message
 
 logger = logging.getLogger("harper_resources")
 
@@ -36,9 +42,29 @@ KNOWN_WINDOW = 600_000.0
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
+#: Channels' handlers of client events: a Resource reads client events itself (with its
+#: size and rate limits), so a subclass that defines one is refused at class creation.
+CLIENT_EVENT_HANDLERS = ("websocket_connect", "websocket_receive", "websocket_disconnect")
 
-class Resource:
+
+class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
     """A WebSocket resource. Route it with ``path("dog/<str:id>", DogResource.as_asgi())``.
+
+    A Channels ``AsyncWebsocketConsumer``: ``self.channel_layer``, ``await self.send(text_data=...,
+    bytes_data=...)``, ``await self.close(code)``, ``receive()`` and ``disconnect()`` work as
+    in Channels (see their docstrings for the differences), but ``connect()`` keeps
+    Harper's meaning: it returns the outgoing stream, and the resource accepts the socket
+    itself once that stream is subscribed. Channels' ``websocket_connect``,
+    ``websocket_receive`` and ``websocket_disconnect`` are not used; defining one raises
+    ``TypeError``.
+
+    Record frames come from the per-process hub: a connection touches the channel layer
+    only if it asks for a channel of its own, by a non-empty ``groups`` or
+    ``own_channel = True``. Such a connection gets ``self.channel_name`` (before
+    ``connect()`` runs), joins ``groups`` before it is accepted and leaves them when it
+    ends, and each layer event sent to it (``group_send(group, {"type": "chat.message",
+    ...})``) is dispatched to the method of that name (``chat_message``), as in Channels.
+    Any other connection has ``channel_name`` None and costs the layer nothing.
 
     Class attributes:
 
@@ -52,11 +78,19 @@ class Resource:
       (``password``, ``*_token``, ...: ``tables.SECRET_NAME``) are sent only when
       listed in ``fields``. ``serialize(record)`` reshapes the result.
 
+    - ``groups``: channel layer groups each connection joins (Channels' meaning; a
+      non-empty list gives the connection a channel of its own).
+    - ``own_channel``: True gives each connection a channel of its own even without
+      ``groups`` (to ``group_add`` in ``connect()`` or receive ``channel_layer.send``).
+    - ``channel_layer_alias``: the layer of ``self.channel_layer`` (``"default"``).
+
     Per connection: ``self.scope``, ``self.user``, ``self.id`` (the id text from the URL,
     None on a collection path), ``self.pk`` (that id as the model's primary key),
-    ``self.subprotocol`` (the subprotocol accepted, or None) and ``self.codec`` (the
+    ``self.subprotocol`` (the subprotocol accepted, or None), ``self.codec`` (the
     wire format, ``codecs.JSON`` unless the client asked for MessagePack or CBOR with a
-    ``.msgpack``/``.cbor`` path suffix or ``Accept``: then every frame is binary).
+    ``.msgpack``/``.cbor`` path suffix or ``Accept``: then every frame is binary),
+    ``self.channel_layer`` and ``self.channel_name`` (None unless the connection has a
+    channel of its own).
     """
 
     model: ClassVar[type[models.Model] | None] = None
@@ -73,9 +107,27 @@ class Resource:
     accepts_messages_from: ClassVar[Sequence[type[Resource]]] = ()
     fields: ClassVar[Sequence[str] | None] = None
     exclude: ClassVar[Sequence[str]] = ()
+    groups: Sequence[str] | None = ()
+    own_channel: ClassVar[bool] = False
+    # Class-level defaults: a connection without a channel of its own never sets them.
+    channel_name: str | None = None
+    _channel_layer: Any = None
+    _joined: Sequence[str] = ()
+    _early: list[dict[str, Any]] | None = None
+    _accept_headers: list[Any] | None = None
+    _close_sent = False
+    #: Set by ``close()`` or a revocation: the code the connection closes with.
+    _close_request: tuple[int, str] | None = None
+    _left_with = 1005
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        for name in CLIENT_EVENT_HANDLERS:
+            if name in cls.__dict__:
+                raise TypeError(
+                    f"{cls.__qualname__}.{name}: a Resource reads client events itself; use "
+                    "connect(incoming_messages), receive(text_data, bytes_data) or disconnect(code)"
+                )
         model = getattr(cls, "model", None)
         if isinstance(model, type) and issubclass(model, models.Model) and not model._meta.abstract:
             tables.register(model, capture=cls.capture, fields=cls.fields)
@@ -90,25 +142,33 @@ class Resource:
         self.user: Any = AnonymousUser()
         self.id: str | None = None
         self.pk: Any = None
-        self.options = protocol.SubscriptionOptions()
+        self.options = protocol.NO_OPTIONS
         self.subprotocol: str | None = None
         self.codec: codecs.Codec = codecs.JSON
         self._streams: list[Stream] = []
+        self._outgoing: AsyncIterator[Any] | None = None
         self._writer: asyncio.Future[None] | None = None
-        self._revoked: tuple[int, str] | None = None
 
-    @classmethod
-    def as_asgi(cls, **initkwargs: Any) -> Callable[..., Any]:
-        """An ASGI application that runs a new instance of this resource per connection."""
+    # ``as_asgi(**initkwargs)`` is Channels': a new instance per connection, the
+    # initkwargs set as attributes by ``__init__``.
 
-        async def app(scope: Any, receive: Receive, send: Send) -> None:
-            await cls(**initkwargs)(scope, receive, send)
+    @property
+    def channel_layer(self) -> Any:
+        """The channel layer of ``channel_layer_alias`` (None if ``CHANNEL_LAYERS`` has
+        none), as in Channels; looked up when read, so a connection that never uses it
+        keeps no reference to it."""
+        if self._channel_layer is not None:
+            return self._channel_layer
+        return get_channel_layer(self.channel_layer_alias)
 
-        app.consumer_class = cls  # type: ignore[attr-defined]
-        app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
-        app.__name__ = app.__qualname__ = cls.__name__
-        app.__doc__ = cls.__doc__
-        return app
+    @channel_layer.setter
+    def channel_layer(self, layer: Any) -> None:
+        self._channel_layer = layer
+
+    @property
+    def base_send(self) -> Send:
+        """The server's ASGI ``send`` (Channels' name for it)."""
+        return self._asgi_send
 
     @classmethod
     def table_name(cls) -> str:
@@ -221,6 +281,76 @@ class Resource:
         of record ``id``), in every process. The record is not changed."""
         groups, frame = broadcast.message_event(type(self), self.id if id is None else id, message)
         broadcast.submit(groups, frame)
+
+    # Channels' consumer API ------------------------------------------------------------
+
+    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None, close: Any = False) -> None:
+        """Send one text or binary frame to this client only, as Channels does (then
+        ``close(close)`` if ``close`` is truthy). Raises ``ValueError`` without data.
+
+        With the default stream (``connect()`` returned ``super().connect()``) the frame
+        is queued on it: it goes out in order with the record frames, after the first
+        ones, and counts against the stream's bounds. With a stream of your own it is
+        written at once. Sent before the socket is accepted, it goes out right after the
+        accept; once the connection is closing or closed, it is dropped.
+        """
+        if text_data is not None:
+            message: dict[str, Any] = {"type": "websocket.send", "text": text_data}
+        elif bytes_data is not None:
+            message = {"type": "websocket.send", "bytes": bytes_data}
+        else:
+            raise ValueError("You must pass one of bytes_data or text_data")
+        await self._send_message(message)
+        if close:
+            await self.close(close)
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        """Close the socket with ``code`` (1000 when None or True) and ``reason``; where
+        the server cannot send a 10xx code (daphne) the client gets 40xx instead
+        (``closing.fallback``). Frames queued on the default stream go out first; nothing
+        is written after. Returns once the close frame is sent, or at once if the
+        connection is closing already. Called before the socket is accepted (in
+        ``connect()``), the connection is refused with that code; called from the
+        connection's own async generator, the generator is cancelled there."""
+        if self._close_sent or self._close_request is not None:
+            return
+        code = 1000 if code is None or code is True else int(code)
+        reason = reason or ""
+        self._close_request = (code, reason)
+        writer = self._writer
+        if writer is None or writer.done():
+            return  # not accepted yet: ``_serve`` refuses with it
+        outgoing = self._outgoing
+        if isinstance(outgoing, Stream) and not outgoing.closed:
+            outgoing.close(code, reason)
+        else:
+            writer.cancel()
+        if writer is asyncio.current_task():
+            await asyncio.sleep(0)  # the cancellation lands here
+        else:
+            await asyncio.wait([writer])
+
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        """The resource accepts the socket itself, once its stream is subscribed. Called
+        before that (in ``connect()``), this sets the subprotocol and headers of that
+        accept; afterwards it does nothing."""
+        if self._writer is None and not self._close_sent:
+            if subprotocol is not None:
+                self.subprotocol = subprotocol
+            if headers:
+                self._accept_headers = list(headers)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Called with each client frame (as Channels does), after ``incoming_messages``
+        got it and in the order they arrive; the next frame is read once it returns.
+        Default: nothing. An exception closes with 1011 (logged); ``StopConsumer``
+        closes with 1000."""
+
+    async def disconnect(self, code: int) -> None:
+        """Called once when an accepted connection has ended, with the close code the
+        server reported (or the one the resource sent when it stopped reading). Not
+        called for a refused connection, nor when the server cancels the connection's
+        task. Default: nothing; an exception is logged."""
 
     # The default stream ----------------------------------------------------------------
 
@@ -388,13 +518,15 @@ class Resource:
     # ASGI plumbing ---------------------------------------------------------------------
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        self.scope = scope
+        kind = scope["type"]
+        if kind == "http":  # REST and event streams on the same path
             from . import http
 
-            return await http.serve(self, scope, receive, send)
-        if scope["type"] != "websocket":
+            await http.serve(self, scope, receive, send)
+            return
+        if kind != "websocket":
             raise ValueError(f"{type(self).__name__} handles WebSocket and HTTP connections only")
-        self.scope = scope
         if (await receive())["type"] != "websocket.connect":
             return
         self._asgi_send = send
@@ -405,6 +537,8 @@ class Resource:
             # Also when the task is cancelled at any await (daphne cancels the task of a
             # client gone for 10 s, and every task at shutdown): the CancelledError goes on.
             self._finish(incoming)
+            if self._joined:
+                await self._leave_groups()
 
     async def _serve(self, receive: Receive, incoming: IncomingMessages) -> None:
         try:
@@ -412,8 +546,12 @@ class Resource:
             # Before the id is read: a .msgpack/.cbor suffix comes off it.
             self.codec = incoming.codec = codecs.negotiate(self.scope, self.id_kwarg)
             await self._authorise()
-            outgoing = await self._open(incoming)
+            if self.groups or self.own_channel:
+                await self._join()
+            outgoing = self._outgoing = await self._open(incoming)
             await self._subscriptions_ready()
+            if self._close_request is not None:  # close() called in connect()
+                raise CloseConnection(*self._close_request)
         except CloseConnection as exc:
             await self._refuse(exc.code, exc.reason)
             return
@@ -431,16 +569,85 @@ class Resource:
             await self._run(receive, incoming, outgoing)
         finally:
             reauth.unwatch(self)
+        if type(self).disconnect is not AsyncWebsocketConsumer.disconnect:
+            try:
+                await self.disconnect(self._left_with)
+            except Exception:
+                logger.exception("harper_resources: %s.disconnect() failed", type(self).__name__)
 
     def _revoke(self, code: int, reason: str) -> None:
         """Close this connection because its user lost access (``reauth``): nothing more
         is written, and the close frame is ``code``."""
-        if self._revoked is not None:
+        if self._close_request is not None:
             return
-        self._revoked = (code, reason)
+        self._close_request = (code, reason)
         closing.log_revocation(self.scope, self.user, code)
         if self._writer is not None:
             self._writer.cancel()
+
+    async def _join(self) -> None:
+        """Give this connection a channel of its own and join ``groups`` (Channels'
+        ``websocket_connect``). Raises if the layer is missing or fails."""
+        layer = self._channel_layer = self.channel_layer  # the same layer until the end
+        if layer is None:
+            raise InvalidChannelLayerError(
+                f"{type(self).__name__} has groups or own_channel but CHANNEL_LAYERS has no "
+                f"{self.channel_layer_alias!r} layer"
+            )
+        # The hub's prefix: channels_redis' core layer has one receiver per process at a
+        # time, reading the channels of one prefix only; with another prefix than the
+        # hub's, events would wait for its reads to time out (seconds).
+        self.channel_name = await layer.new_channel(prefix=HUB_CHANNEL_PREFIX)
+        self._joined = list(self.groups or ())  # before group_add: a partial join is left too
+        for group in self._joined:
+            await layer.group_add(group, self.channel_name)
+
+    async def _leave_groups(self) -> None:
+        """Leave the groups ``_join`` joined, to the end even if this task is cancelled
+        again meanwhile (a failure is logged)."""
+        layer, channel, groups = self.channel_layer, self.channel_name, self._joined
+        self._joined = ()
+
+        async def leave() -> None:
+            for group in groups:
+                try:
+                    await layer.group_discard(group, channel)
+                except Exception:
+                    logger.exception("harper_resources: could not leave group %s", group)
+
+        await asyncio.shield(asyncio.ensure_future(leave()))
+
+    async def _listen(self) -> None:
+        """Dispatch the events the layer sends to this connection's channel to their
+        handler methods (Channels' ``dispatch``), one at a time, until the connection
+        ends. A failing handler (or an event without one) closes with 1011, logged."""
+        layer, channel = self.channel_layer, self.channel_name
+        try:
+            while True:
+                await self.dispatch(await layer.receive(channel))
+        except StopConsumer:
+            await self.close()
+        except Exception:
+            logger.exception("harper_resources: a channel layer event of %s failed", type(self).__name__)
+            await self.close(*SERVER_ERROR)
+
+    async def _send_message(self, message: dict[str, Any]) -> None:
+        """``send()``'s delivery: on the default stream, else right after the accept, else
+        at once; dropped once the connection is closing."""
+        if self._close_sent or self._close_request is not None:
+            return
+        outgoing = self._outgoing
+        if isinstance(outgoing, Stream):
+            outgoing.send(RawMessage(message))
+        elif self._writer is None:
+            if self._early is None:
+                self._early = []
+            self._early.append(message)
+        else:
+            try:
+                await self._asgi_send(message)
+            except OSError:  # the client is gone
+                metrics.count("client_gone")
 
     async def _refuse(self, code: int, reason: str) -> None:
         closing.log_refusal(self.scope, self.user, code)
@@ -450,7 +657,9 @@ class Resource:
 
     async def _accept(self) -> None:
         # With the subprotocol selected: a browser that offered some fails without one.
-        await self._asgi_send({"type": "websocket.accept", "subprotocol": self.subprotocol, "headers": []})
+        await self._asgi_send(
+            {"type": "websocket.accept", "subprotocol": self.subprotocol, "headers": self._accept_headers or []}
+        )
 
     async def _subscriptions_ready(self) -> None:
         """Wait until the streams ``connect()`` opened are subscribed (raises if one failed)."""
@@ -482,8 +691,10 @@ class Resource:
         if inspect.isawaitable(result) and not hasattr(result, "__aiter__"):
             result = await result
         if not hasattr(result, "__aiter__"):
+            hint = " (connect() returns the outgoing stream, e.g. super().connect(incoming_messages))"
             raise InvalidStream(
                 f"{type(self).__name__}.connect() returned {type(result).__name__}, not an async iterable"
+                + (hint if result is None else "")
             )
         iterator: AsyncIterator[Any] = result.__aiter__()
         return iterator
@@ -496,7 +707,15 @@ class Resource:
             # A stream (the default one) takes client frames through on("data") or an
             # iteration already started; anything else reads them by iterating, later.
             incoming.keep_unread = not isinstance(outgoing, Stream)
+        if self._early is not None:  # send() in connect(), before the stream existed
+            early, self._early = self._early, None
+            for message in early:
+                try:
+                    await self._asgi_send(message)
+                except OSError:
+                    break
         writer = self._writer = asyncio.ensure_future(self._write_then_close(outgoing))
+        listener = None if self.channel_name is None else asyncio.ensure_future(self._listen())
         for stream in self._streams:
             # A stream closed with abort (a client too slow to read) stops the writer at
             # once, even in the middle of a send the client does not take.
@@ -509,18 +728,24 @@ class Resource:
             close = await self._read(receive, incoming)
         finally:
             writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+            if listener is None:
+                await asyncio.gather(writer, return_exceptions=True)
+            else:
+                listener.cancel()
+                await asyncio.gather(writer, listener, return_exceptions=True)
             await self._aclose(outgoing)
             self._finish(incoming)
         if close is not None:
+            self._left_with = close[0]
             await self._close(*close)
 
     async def _write_then_close(self, outgoing: AsyncIterator[Any]) -> None:
         error: BaseException | None = None
         try:
-            await self._write(outgoing)
+            if self._close_request is None:
+                await self._write(outgoing)
         except asyncio.CancelledError:
-            if self._revoked is None and not any(stream._aborted for stream in self._streams):
+            if self._close_request is None and not any(stream._aborted for stream in self._streams):
                 raise  # the client left: nobody to close for
         except Exception as exc:
             error = exc
@@ -533,10 +758,12 @@ class Resource:
         token bucket or one too many unread."""
         limit = settings.MAX_MESSAGE_BYTES
         bucket: TokenBucket | None = None  # made at the first message: most clients send none
+        hook = self.receive if type(self).receive is not AsyncWebsocketConsumer.receive else None
         while True:
             message: Any = await receive()
             kind = message["type"]
             if kind == "websocket.disconnect":
+                self._left_with = message.get("code", 1005)
                 return None
             if kind != "websocket.receive":
                 continue
@@ -559,6 +786,14 @@ class Resource:
                 return 1008, "Too many messages"
             if not incoming._push_frame(text, data):
                 return 1008, "Too many unread messages"
+            if hook is not None:
+                try:
+                    await (hook(text_data=text) if text is not None else hook(bytes_data=data))
+                except StopConsumer:
+                    return 1000, ""
+                except Exception:
+                    logger.exception("harper_resources: %s.receive() failed", type(self).__name__)
+                    return SERVER_ERROR
             if incoming._tasks:
                 # Let the async data callbacks of this frame run (and drop what it
                 # decoded to) before the next frame is read.
@@ -597,8 +832,8 @@ class Resource:
 
     def _writer_close(self, error: BaseException | None) -> tuple[int, str]:
         """How to close once the outgoing stream ended, by itself or by ``error``."""
-        if self._revoked is not None:
-            return self._revoked
+        if self._close_request is not None:
+            return self._close_request
         if isinstance(error, CloseConnection):
             return error.code, error.reason
         if error is not None:
@@ -628,4 +863,5 @@ class Resource:
 
     async def _close(self, code: int, reason: str) -> None:
         # The code, or its 40xx fallback where the server cannot send it (daphne).
+        self._close_sent = True
         await closing.close(self._asgi_send, code, reason)

@@ -99,8 +99,14 @@ class SubscriptionOptions(NamedTuple):
     omit_current: bool = False
 
 
+#: The options of a URL that asks for none: one shared value (it is immutable).
+NO_OPTIONS = SubscriptionOptions()
+
+
 def subscription_options(query_string: bytes | str) -> SubscriptionOptions:
     """The options in ``query_string``; raises ``ValueError`` naming a bad one."""
+    if not query_string:
+        return NO_OPTIONS  # most connections: no allocation per connection
     if isinstance(query_string, bytes):
         query_string = query_string.decode("latin-1")
     query = parse_qs(query_string)

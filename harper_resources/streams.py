@@ -3,6 +3,7 @@
 - ``Stream``: what ``super().connect()`` returns; the connection's outgoing messages.
 - ``IncomingMessages``: the client's messages, as ``connect(incoming_messages)`` gets them.
 - ``Frame``: one pre-encoded record frame, shared by every local subscriber.
+- ``RawMessage``: one ASGI ``websocket.send`` message written as it is (``Resource.send``).
 
 Both stream classes allocate their queues, callback lists and task sets only when first
 used: an idle connection is most connections, and it should cost little memory.
@@ -46,6 +47,8 @@ def asgi_message(item: Any, codec: Codec | None = None) -> dict[str, Any] | None
         return {"type": "websocket.send", "text": item.text}
     if isinstance(item, (bytes, bytearray)):
         return {"type": "websocket.send", "bytes": bytes(item)}
+    if isinstance(item, RawMessage):
+        return item.message
     try:
         return {"type": "websocket.send", "text": protocol.encode(item)}
     except (TypeError, ValueError):
@@ -76,6 +79,8 @@ def _cost(item: Any) -> int:
         return len(item.text)
     if isinstance(item, (str, bytes, bytearray)):
         return len(item)
+    if isinstance(item, RawMessage):
+        return item.size
     try:
         return len(protocol.encode(item))
     except (TypeError, ValueError):
@@ -152,6 +157,21 @@ class Frame:
 
     def __repr__(self) -> str:
         return f"Frame({self.text!r})"
+
+
+class RawMessage:
+    """An ASGI ``websocket.send`` message queued on a stream and written as it is: the
+    text or bytes of ``Resource.send(text_data=..., bytes_data=...)``, in order with the
+    stream's other messages, never filtered."""
+
+    __slots__ = ("message", "size")
+
+    def __init__(self, message: dict[str, Any]) -> None:
+        self.message = message
+        data = message.get("text")
+        if data is None:
+            data = message.get("bytes") or b""
+        self.size = len(data)
 
 
 class _Emitter:

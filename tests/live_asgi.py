@@ -20,6 +20,7 @@ resource_urlpatterns = [
     path("returns-number/<str:id>", resources.ReturnsNumber.as_asgi()),  # connect() not iterable: 1011
     path("raises-close/<str:id>", resources.RaisesCloseConnection.as_asgi(code=1011)),  # 1011 from the stream
     path("stuck-reader", resources.StuckReader.as_asgi()),  # reads one message, then none: 1008
+    path("closes-itself/<str:id>", resources.ClosesItself.as_asgi()),  # Channels' self.close(1011)
 ]
 
 application = resource_application(resource_urlpatterns, http=asgi.django_application)

@@ -97,6 +97,16 @@ class RaisesCloseConnection(Public):
             yield message
 
 
+class ClosesItself(Public):
+    """Channels' ``await self.close(code)`` from ``receive()``, on the first client
+    message (``as_asgi(code=...)``; 1011 by default)."""
+
+    code = 1011
+
+    async def receive(self, text_data=None, bytes_data=None):
+        await self.close(self.code, "asked to close")
+
+
 class ListensAndIterates(Public):
     """Uses on("data") and async iteration of the same incoming messages together."""
 
