@@ -30,7 +30,7 @@ from .exceptions import BadRequest, CloseConnection, Forbidden, InvalidStream, N
 from .hub import HUB_CHANNEL_PREFIX, get_hub
 from .projection import Projection
 from .ratelimit import TokenBucket
-from .streams import Frame, IncomingMessages, RawMessage, Send, Stream, asgi_message
+from .streams import CLIENT_GONE, Frame, IncomingMessages, RawMessage, Send, Stream, asgi_message
 
 logger = logging.getLogger("harper_resources")
 
@@ -646,7 +646,7 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
         else:
             try:
                 await self._asgi_send(message)
-            except OSError:  # the client is gone
+            except CLIENT_GONE:  # the client is gone
                 metrics.count("client_gone")
 
     async def _refuse(self, code: int, reason: str) -> None:
@@ -712,7 +712,7 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
             for message in early:
                 try:
                     await self._asgi_send(message)
-                except OSError:
+                except CLIENT_GONE:
                     break
         writer = self._writer = asyncio.ensure_future(self._write_then_close(outgoing))
         listener = None if self.channel_name is None else asyncio.ensure_future(self._listen())
@@ -814,7 +814,7 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
                         if message is not None:
                             try:
                                 await send(message)
-                            except OSError as exc:  # the client is gone
+                            except CLIENT_GONE as exc:  # the client is gone
                                 outgoing._send_failed(exc)
                                 return
                 elif outgoing.closed:
@@ -826,7 +826,7 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
             if message is not None:
                 try:
                     await send(message)
-                except OSError:  # the client is gone (uvicorn's ClientDisconnected): not an error
+                except CLIENT_GONE:  # the client is gone (uvicorn's ClientDisconnected): not an error
                     metrics.count("client_gone")
                     return
 

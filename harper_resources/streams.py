@@ -34,6 +34,13 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 FLOOR_SECONDS = 10.0
 
 
+#: What a server's ``send`` raises for a client that is gone: uvicorn's
+#: ``ClientDisconnected`` (an ``OSError``), and its ``RuntimeError`` for a send after it
+#: closed the socket itself (the client's close frame or its keepalive timing out came
+#: before the application saw the disconnect).
+CLIENT_GONE = (OSError, RuntimeError)
+
+
 def asgi_message(item: Any, codec: Codec | None = None) -> dict[str, Any] | None:
     """The ASGI ``websocket.send`` message for one outgoing item: a ``Frame`` as its
     text, bytes as a binary frame, anything else as JSON. With a binary ``codec``
@@ -327,11 +334,12 @@ class Stream(_Emitter):
 
     def _send_failed(self, error: BaseException) -> None:
         """A write to the socket raised. A send to a departed client is a disconnect, not
-        an error (uvicorn raises ``ClientDisconnected``, an ``OSError``): the stream ends
-        quietly, counted as ``client_gone``. Anything else is logged, throttled
-        (``send_failed``), and closes with 1011. Either way queued frames are dropped and
-        later sends ignored; the connection ends when the server reports the disconnect."""
-        if isinstance(error, OSError):
+        an error (uvicorn raises ``ClientDisconnected``, an ``OSError``, or a
+        ``RuntimeError`` once it closed the socket itself): the stream ends quietly,
+        counted as ``client_gone``. Anything else is logged, throttled (``send_failed``),
+        and closes with 1011. Either way queued frames are dropped and later sends
+        ignored; the connection ends when the server reports the disconnect."""
+        if isinstance(error, CLIENT_GONE):
             metrics.count("client_gone")
             code = 1001, "Going away"
         else:

@@ -229,13 +229,9 @@ async def test_close_from_the_connections_own_generator_ends_it_there_with_that_
     assert GeneratorCloses.reached_after_close == []
 
 
-async def test_an_http_scope_is_refused_while_no_http_module_serves_it():
-    import importlib.util
-
-    if importlib.util.find_spec("harper_resources.http") is not None:
-        pytest.skip("harper_resources.http serves HTTP scopes here")
-    with pytest.raises(ValueError, match="WebSocket connections only"):
-        await PublicDogs()({"type": "http"}, None, None)
+async def test_a_scope_of_another_type_is_refused():
+    with pytest.raises(ValueError, match="WebSocket and HTTP connections only"):
+        await PublicDogs()({"type": "lifespan"}, None, None)
 
 
 # No channel per connection ------------------------------------------------------------

@@ -227,8 +227,16 @@ async def test_while_the_first_frames_load_nothing_is_written_ahead_of_them():
     assert sent == ['{"type":"put"}', '{"status":"pulse"}']
 
 
-async def test_a_send_to_a_departed_client_ends_the_stream_quietly(caplog):
-    """uvicorn raises ClientDisconnected (an OSError) on a send to a client that left."""
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        ConnectionResetError("the client is gone"),  # uvicorn's ClientDisconnected is an OSError
+        # uvicorn, once it closed the socket itself (the client's close frame, its keepalive
+        # timing out) before the application saw the disconnect:
+        RuntimeError("Unexpected ASGI message 'websocket.send', after sending 'websocket.close'."),
+    ],
+)
+async def test_a_send_to_a_departed_client_ends_the_stream_quietly(caplog, refusal):
     import asyncio
 
     from harper_resources.consumers import Resource
@@ -237,7 +245,7 @@ async def test_a_send_to_a_departed_client_ends_the_stream_quietly(caplog):
 
     async def departed(message):
         sends.append(message)
-        raise ConnectionResetError("the client is gone")
+        raise refusal
 
     resource = Resource()
     resource._asgi_send = departed
