@@ -148,7 +148,7 @@ async def latency(transport: str, port: int, n_subs: int, changes: int, server: 
         await trigger.post(record(1, seq), "")
         try:
             await asyncio.wait_for(waiter, 10)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             pass
         await asyncio.sleep(max(0.0, 0.2 - (time.perf_counter() - began)))
     await asyncio.sleep(0.5)

@@ -35,7 +35,6 @@ from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model, load_backend
-from django.contrib.auth.models import AnonymousUser
 from django.contrib.sessions.backends import db as db_sessions
 from django.core.exceptions import ValidationError
 from django.db import connections, router
@@ -152,7 +151,7 @@ class ResourceAuthMiddleware:
             user, credential = login
             scope["session"] = session_store(key)
             if user is None:
-                scope["user"] = AnonymousUser()
+                scope["user"] = _anonymous()
                 scope[auth.AUTH_FAILED] = True
             else:
                 scope["user"] = user
@@ -160,10 +159,10 @@ class ResourceAuthMiddleware:
         elif key:
             store, user = await _session_user_in_thread(key)
             scope["session"] = store
-            scope["user"] = AnonymousUser() if user is None else user
+            scope["user"] = _anonymous() if user is None else user
         else:
             scope["session"] = session_store(None)
-            scope["user"] = AnonymousUser()
+            scope["user"] = _anonymous()
         return await self.inner(scope, receive, send)
 
 
@@ -194,3 +193,10 @@ async def allow(check: Any, user: Any) -> bool:
     if answers_at_once(check):
         return bool(check(user))
     return bool(await database_sync_to_async(check)(user))
+
+
+def _anonymous() -> Any:
+    # Imported here, not at the top: an asgi.py may import this module before Django is set up.
+    from django.contrib.auth.models import AnonymousUser
+
+    return AnonymousUser()

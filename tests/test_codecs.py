@@ -30,7 +30,7 @@ DECODE = {"msgpack": msgpack.unpackb, "cbor": cbor2.loads}
 
 def odd_values():
     return {
-        "at": timezone.make_aware(datetime.datetime(2026, 3, 4, 5, 6, 7, 891234), datetime.UTC),
+        "at": timezone.make_aware(datetime.datetime(2026, 3, 4, 5, 6, 7, 891234), datetime.timezone.utc),
         "naive": datetime.datetime(2026, 3, 4, 5, 6, 7),
         "day": datetime.date(2026, 3, 4),
         "time": datetime.time(5, 6, 7, 891234),
@@ -233,7 +233,7 @@ async def test_accept_cbor_on_a_record_path_gets_cbor_puts_of_the_record_and_its
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("codec", BINARY, ids=lambda c: c.name)
 async def test_a_record_frame_in_a_binary_format_holds_the_values_of_its_json_frame(ws, codec):
-    made = timezone.make_aware(datetime.datetime(2026, 1, 2, 3, 4, 5, 678000), datetime.UTC)
+    made = timezone.make_aware(datetime.datetime(2026, 1, 2, 3, 4, 5, 678000), datetime.timezone.utc)
     gadget = await db(Gadget.objects.create)(
         name="Lamp", price=decimal.Decimal("9.90"), made=made, serial=uuid.uuid4(), specs={"w": 60}, blob=b"\x01"
     )
