@@ -15,6 +15,7 @@ import inspect
 import io
 import json
 import logging
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote
@@ -44,6 +45,8 @@ COLLECTION_METHODS = ("GET", "HEAD", "POST", "OPTIONS")
 PLAIN_METHODS = ("GET", "HEAD", "OPTIONS")
 #: Query parameters of a collection ``GET`` that are not field filters.
 PAGING = ("limit", "offset")
+#: The largest ``?offset=`` (a database's 64-bit integer, less the largest limit).
+MAX_OFFSET = 2**62
 
 
 class Answer(Exception):
@@ -79,16 +82,33 @@ def encode_body(codec: codecs.Codec, value: Any) -> tuple[str, bytes]:
     return codec.content_type, codec.dumps(value)
 
 
+class UnsupportedBody(ValueError):
+    """A request body whose ``Content-Type`` no codec reads (answered 415)."""
+
+
 def decode_body(scope: dict[str, Any], body: bytes) -> Any:
-    """The request body as a value, decoded by its ``Content-Type`` (MessagePack, CBOR;
-    JSON for any other type or none). Raises ``ValueError`` (answered 400) when it
-    cannot be decoded."""
-    codec = codecs.by_content_type(http.header(scope, b"content-type")) or codecs.JSON
+    """The request body as a value, decoded by its ``Content-Type``: JSON
+    (``application/json``, ``*/*+json``), MessagePack or CBOR. Any other type, or none,
+    raises ``UnsupportedBody`` (415): an HTML form of another site can send only
+    ``text/plain``, ``multipart/form-data`` and ``application/x-www-form-urlencoded``,
+    and a browser may replay cached Basic credentials with it, so those must never be
+    read as a write. Raises ``ValueError`` (400) for a body that does not decode."""
+    if not body:
+        raise ValueError("The body is empty: send an object of field values")
+    content_type = http.header(scope, b"content-type")
+    codec = codecs.by_content_type(content_type)
+    if codec is None and (content_type or "").split(";", 1)[0].strip().lower().endswith("+json"):
+        codec = codecs.JSON
+    if codec is None:
+        raise UnsupportedBody(
+            "Send the body as application/json, application/x-msgpack or application/cbor "
+            f"(Content-Type {content_type!r})"
+        )
     if codec is codecs.JSON:
         try:
             return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ValueError(f"The body is not valid JSON: {exc}") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise ValueError(f"The body is not valid JSON: {str(exc)[:120]}") from None
     try:
         return codec.loads(body)
     except Exception as exc:
@@ -258,6 +278,8 @@ def _data(scope: dict[str, Any], body: bytes) -> dict[str, Any]:
         data = decode_body(scope, body)
     except NotAcceptable as exc:  # MessagePack or CBOR sent, its library not installed
         raise error(415, exc.reason) from None
+    except UnsupportedBody as exc:
+        raise error(415, str(exc)[:200]) from None
     except ValueError as exc:
         raise error(400, str(exc)[:200]) from None
     if not isinstance(data, dict):
@@ -321,8 +343,9 @@ def _list(resource: Resource) -> list[dict[str, Any]]:
                 number = int(raw)
             except ValueError:
                 number = -1
-            if number < 0 or (name == "limit" and number > settings.COLLECTION_LIMIT):
-                most = f" at most {settings.COLLECTION_LIMIT}" if name == "limit" else ""
+            largest = settings.COLLECTION_LIMIT if name == "limit" else MAX_OFFSET
+            if not 0 <= number <= largest:
+                most = f" to {largest}"
                 problems[name] = [f"Must be a whole number from 0{most}."]
             elif name == "limit":
                 limit = number
@@ -369,6 +392,9 @@ def _form_data(resource: Resource, data: dict[str, Any], creating: bool) -> tupl
         if field is None:
             problems[name] = ["Not a field of this resource."]
         elif _writable(field, creating):
+            wrong = _wrong_type(field, item)
+            if wrong is not None:
+                problems[name] = [wrong]
             writable[name] = item
         elif field.primary_key and resource.pk is not None:
             try:
@@ -381,6 +407,27 @@ def _form_data(resource: Resource, data: dict[str, Any], creating: bool) -> tupl
         raise error(400, "Invalid data", problems)
     names = [name for name, field in fields.items() if _writable(field, creating)]
     return writable, names
+
+
+def _wrong_type(field: models.Field[Any, Any], value: Any) -> str | None:
+    """Why ``value`` cannot be a value of ``field``, or None. A form field takes any
+    Python value and reads it as text (a list ``['a']`` stored as the text "['a']"), so
+    only what the wire formats carry for such a field passes: text, numbers and null;
+    ``true``/``false`` only for a boolean field; lists only for many-to-many and
+    multiple-choice fields; objects only for a JSON field."""
+    if value is None or isinstance(field, models.JSONField):
+        return None
+    if isinstance(value, bool):
+        return None if isinstance(field, models.BooleanField) else "Expected a text or a number, not a boolean."
+    if isinstance(value, float) and not math.isfinite(value):
+        return "Expected a finite number."
+    if isinstance(value, (str, int, float)):
+        return None
+    if isinstance(value, list) and isinstance(
+        field.formfield(), (forms.MultipleChoiceField, forms.ModelMultipleChoiceField)
+    ):
+        return None  # a many-to-many or multiple-choice field takes a list
+    return f"Expected a text or a number, not {type(value).__name__}."
 
 
 def _defaults(resource: Resource, writable: dict[str, Any], names: list[str]) -> tuple[list[str], dict[str, Any]]:

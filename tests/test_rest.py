@@ -656,3 +656,50 @@ async def test_a_patch_body_in_cbor_or_msgpack_is_decoded_by_its_content_type(ed
         "PATCH", f"/dog/{dog.pk}", raw=b"\xc1\xff", headers=[*editor, (b"content-type", b"application/x-msgpack")]
     )
     assert garbage.status == 400
+
+
+# Bodies a browser form of another site can send, and values a form field would read as text
+
+
+@pytest.mark.parametrize(
+    "content_type", [b"text/plain", b"application/x-www-form-urlencoded", b"multipart/form-data; boundary=x", None]
+)
+async def test_a_write_whose_body_is_not_json_msgpack_or_cbor_is_refused_415_even_with_basic(editor, content_type):
+    # A page of another site can post a form (text/plain with a JSON-looking body) with
+    # Basic credentials the browser cached after a 401 challenge: never a write.
+    headers = [*editor, (b"content-type", content_type)] if content_type else [*editor, (b"content-type", b"")]
+    response = await call("POST", "/dog/", raw=b'{"name": "Forged"}', headers=headers)
+    assert response.status == 415
+    assert not await db(Dog.objects.filter(name="Forged").exists)()
+    vendor_json = await call(
+        "POST", "/dog/", raw=b'{"name": "Vendor"}', headers=[*editor, (b"content-type", b"application/vnd.api+json")]
+    )
+    assert vendor_json.status == 201
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"name": ["a", "b"]}', "name"),
+        (b'{"name": {"x": 1}}', "name"),
+        (b'{"name": true}', "name"),
+        (b'{"age": NaN}', "age"),
+        (b'{"age": Infinity}', "age"),
+    ],
+)
+async def test_values_of_the_wrong_kind_are_refused_naming_the_field_not_stored_as_text(editor, body, field):
+    dog = await db(Dog.objects.create)(name="Rex", age=3)
+    response = await call("PATCH", f"/dog/{dog.pk}", raw=body, headers=editor)
+    assert response.status == 400
+    assert field in response.json()["errors"]
+    assert await db(row)(dog.pk) == {"id": dog.pk, "name": "Rex", "breed": "", "age": 3}
+
+
+async def test_a_deeply_nested_body_and_a_huge_offset_are_400_not_500(editor):
+    dog = await db(Dog.objects.create)(name="Rex")
+    nested = b"[" * 100_000 + b"]" * 100_000
+    assert (await call("PATCH", f"/dog/{dog.pk}", raw=nested, headers=editor)).status in (400, 413)
+    deep = b'{"name": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    assert (await call("PATCH", f"/dog/{dog.pk}", raw=deep, headers=editor)).status == 400
+    huge = await call("GET", f"/dog/?offset={10**30}")
+    assert huge.status == 400 and "offset" in huge.json()["errors"]
