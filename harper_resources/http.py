@@ -8,7 +8,6 @@ URL's id) are shared by both.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -123,13 +122,9 @@ def credentials_failed(scope: dict[str, Any]) -> bool:
 
 async def serve(resource: Resource, scope: dict[str, Any], receive: Receive, send: Send) -> None:
     """Answer one HTTP request on ``resource``'s path: an event stream for ``Accept:
-    text/event-stream`` (406 JSON where this install has no ``harper_resources.sse``),
-    REST for everything else."""
+    text/event-stream``, REST for everything else."""
     if wants_event_stream(scope):
-        if importlib.util.find_spec(f"{__package__}.sse") is None:
-            await respond_json(send, 406, {"error": "Event streams are not available on this server"})
-            return
-        from . import sse  # type: ignore[attr-defined,unused-ignore]
+        from . import sse
 
         await sse.serve_events(resource, scope, receive, send)
         return

@@ -180,6 +180,8 @@ async def serve_events(resource: Resource, scope: dict[str, Any], receive: Recei
             await resource._authorise()
             outgoing = await resource._open(incoming)
             await resource._subscriptions_ready()
+            if resource._close_request is not None:  # close() called in connect(): a refusal
+                raise CloseConnection(*resource._close_request)
         except CloseConnection as exc:
             closing.log_refusal(scope, resource.user, exc.code)
             await refuse(send, exc)
@@ -190,7 +192,7 @@ async def serve_events(resource: Resource, scope: dict[str, Any], receive: Recei
             return
         try:
             await send({"type": "http.response.start", "status": 200, "headers": RESPONSE_HEADERS})
-            await send({"type": "http.response.body", "body": OPENING, "more_body": True})
+            await send({"type": "http.response.body", "body": OPENING + _early_events(resource), "more_body": True})
         except OSError:
             await resource._aclose(outgoing)
             return  # the client left already
@@ -203,6 +205,20 @@ async def serve_events(resource: Resource, scope: dict[str, Any], receive: Recei
     finally:
         # Also when the task is cancelled (server shutdown): the CancelledError goes on.
         resource._finish(incoming)
+
+
+def _early_events(resource: Resource) -> bytes:
+    """What ``self.send()`` sent in ``connect()``, before the stream existed, as events."""
+    early, resource._early = resource._early, None
+    events = []
+    for message in early or ():
+        data = message.get("text")
+        event = encode_event(data if data is not None else message.get("bytes", b""))
+        if data is not None:  # text goes out as it was sent, not as a JSON string of it
+            event = ("data: " + "\ndata: ".join(data.splitlines() or [""]) + "\n\n").encode()
+        if event is not None:
+            events.append(event)
+    return b"".join(events)
 
 
 async def _until_disconnect(receive: Receive) -> None:

@@ -255,6 +255,26 @@ def test_the_browser_coming_back_online_reconnects_at_once(js):
     assert result is True
 
 
+def test_coming_back_online_while_a_reconnect_connects_opens_no_second_socket(js):
+    result = js("""
+      const seen = [];
+      const connection = connect('/dog/1', {
+        WebSocket: FakeSocket, minDelay: 60000, maxDelay: 60000, onMessage: (value) => seen.push(value),
+      });
+      (await nextSocket(1)).drop(1006);
+      dispatchEvent(new Event('online'));  // reconnects at once: socket 2 is connecting
+      const second = await nextSocket(2);
+      dispatchEvent(new Event('online'));  // a laptop waking fires both of these
+      document.dispatchEvent(new Event('visibilitychange'));
+      await new Promise((r) => setTimeout(r, 50));
+      second.open();
+      second.frame({ note: 'once' });
+      connection.close();
+      return { sockets: window.sockets.length, seen };
+    """)
+    assert result == {"sockets": 2, "seen": [{"note": "once"}]}
+
+
 def test_the_page_shown_again_reconnects_at_once(js):
     result = js("""
       connect('/dog/1', { WebSocket: FakeSocket, minDelay: 60000, maxDelay: 60000 });

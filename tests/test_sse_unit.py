@@ -158,3 +158,41 @@ async def test_a_generator_waiting_on_messages_gets_keep_alives_and_is_closed_wh
     client.left.set()
     await asyncio.wait_for(client.task, timeout=10)
     assert resources.events == ["generator closed"]
+
+
+class RefusesInConnect(PublicDogs):
+    """Channels' ``await self.close(code)`` in ``connect()``: a refusal."""
+
+    async def connect(self, incoming_messages):
+        await self.close(4403, "not today")
+        return super().connect(incoming_messages)
+
+
+class GreetsInConnect(PublicDogs):
+    """Channels' ``await self.send(...)`` in ``connect()``, before the record stream."""
+
+    async def connect(self, incoming_messages):
+        await self.send(text_data='{"hello": "first"}')
+        return super().connect(incoming_messages)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_close_in_connect_refuses_the_event_stream_as_it_refuses_the_socket():
+    dog = await db(Dog.objects.create)(name="Secret")
+    client = Client(RefusesInConnect(), f"/dog/{dog.pk}", {"id": str(dog.pk)})
+    await asyncio.wait_for(client.task, timeout=10)
+    start = client.sent[0]
+    assert start["status"] != 200
+    assert b"Secret" not in client.body() and b"not today" in client.body()
+    assert await no_hub_left()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_what_connect_sends_comes_first_as_an_event():
+    dog = await db(Dog.objects.create)(name="Rex")
+    client = Client(GreetsInConnect(), f"/dog/{dog.pk}", {"id": str(dog.pk)})
+    await client.until(lambda: b'"type":"put"' in client.body())
+    body = client.body()
+    assert body.index(b'data: {"hello": "first"}') < body.index(b'"type":"put"')
+    client.left.set()
+    await asyncio.wait_for(client.task, timeout=10)

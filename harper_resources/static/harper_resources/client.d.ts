@@ -118,7 +118,7 @@ export function connect<T = Record<string, unknown>, M = unknown>(
 /** A sentence for people about a close code (40xx read as their 10xx). */
 export function closeText(code: number): string;
 
-/** True for the codes after which the client does not reconnect: 3000, 3003, 4400, 4404. */
+/** True for the codes after which the client does not reconnect: 3000, 3003, 4400, 4404, 4406. */
 export function isPermanentClose(code: number): boolean;
 
 /** The ws:/wss: URL of `path` resolved against `base` (default: the page's address). */

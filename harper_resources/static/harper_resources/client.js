@@ -46,7 +46,7 @@ export const RECONNECTING = 'reconnecting';
 export const CLOSED = 'closed';
 
 /** Close codes after which a reconnect would be refused again: the client stops. */
-export const PERMANENT_CLOSE_CODES = Object.freeze([3000, 3003, 4400, 4404]);
+export const PERMANENT_CLOSE_CODES = Object.freeze([3000, 3003, 4400, 4404, 4406]);
 
 const CLOSE_TEXT = {
   1000: 'The server ended this stream.',
@@ -61,6 +61,7 @@ const CLOSE_TEXT = {
   3003: 'You are not allowed to see this.',
   4400: 'The server refused the subscription options in the address.',
   4404: 'Not found: there is nothing live at this address.',
+  4406: 'The server cannot send the format this page asked for.',
 };
 
 /**
@@ -210,12 +211,18 @@ export class ResourceConnection {
     }
     socket.binaryType = 'arraybuffer';
     this._socket = socket;
+    // Only the current socket may speak: a replaced one is ignored.
     socket.onopen = () => {
+      if (this._socket !== socket) return;
       this._openedAt = Date.now();
       this._setState(OPEN, { text: 'Live.' });
     };
-    socket.onmessage = (event) => this._receive(event.data);
-    socket.onclose = (event) => this._closed(event);
+    socket.onmessage = (event) => {
+      if (this._socket === socket) this._receive(event.data);
+    };
+    socket.onclose = (event) => {
+      if (this._socket === socket) this._closed(event);
+    };
   }
 
   _receive(data) {
@@ -281,7 +288,8 @@ export class ResourceConnection {
   }
 
   _reconnectNow() {
-    if (this._stopped) return;
+    // Stopped, or an attempt already under way (back online while it connects): one socket at a time.
+    if (this._stopped || this._socket) return;
     clearTimeout(this._timer);
     this._setState(RECONNECTING, { text: 'Reconnecting…', attempt: this._attempt });
     this._open();
