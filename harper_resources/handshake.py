@@ -156,6 +156,10 @@ class ResourceAuthMiddleware:
             else:
                 scope["user"] = user
                 scope[auth.AUTH_CREDENTIAL] = credential
+        elif scope.get("user") is not None:
+            # Set by an outer middleware or a test (ResourceCommunicator's user=): kept, as
+            # Channels' AuthMiddleware keeps it.
+            scope.setdefault("session", session_store(key))
         elif key:
             store, user = await _session_user_in_thread(key)
             scope["session"] = store

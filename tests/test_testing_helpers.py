@@ -110,3 +110,14 @@ class DogBroadcastInTestCaseTests(TestCase):
         with self.captureOnCommitCallbacks(execute=True) as callbacks:
             Unwatched.objects.create(title="quiet")
         self.assertEqual(callbacks, [])
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_user_is_kept_through_the_projects_whole_asgi_application(resource_communicator, in_memory_channel_layer):
+    """The docs pass ``mysite.asgi.application`` (origin check, session and Basic auth):
+    ``user=`` must survive that stack, as it does Channels' own AuthMiddleware."""
+    from project.asgi import application
+
+    boss = await run_and_broadcast(User.objects.create_user, "boss", password="x")
+    socket = await resource_communicator(application, "/me", user=boss)
+    assert await socket.receive_frame() == {"username": "boss", "isStaff": False}
