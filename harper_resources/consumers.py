@@ -556,7 +556,10 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self._refuse(exc.code, exc.reason)
             return
         except Exception:
-            logger.exception("harper_resources: connect() of %s failed", type(self).__name__)
+            name = type(self).__name__
+            metrics.throttled_error(
+                f"connect_failed.{name}", "harper_resources: connect() of %s failed", name, exc_info=True
+            )
             await self._refuse(*SERVER_ERROR)
             return
         # Accepted only now: once a client sees the socket open, every change committed
@@ -837,7 +840,11 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
         if isinstance(error, CloseConnection):
             return error.code, error.reason
         if error is not None:
-            logger.error("harper_resources: the stream of %s failed", type(self).__name__, exc_info=error)
+            # Throttled per class: a client can make a fragile generator fail on every connection.
+            name = type(self).__name__
+            metrics.throttled_error(
+                f"stream_failed.{name}", "harper_resources: the stream of %s failed", name, exc_info=error
+            )
             return SERVER_ERROR
         for stream in self._streams:
             if stream.closed:

@@ -187,7 +187,10 @@ async def serve_events(resource: Resource, scope: dict[str, Any], receive: Recei
             await refuse(send, exc)
             return
         except Exception:
-            logger.exception("harper_resources: connect() of %s failed", type(resource).__name__)
+            name = type(resource).__name__
+            metrics.throttled_error(
+                f"connect_failed.{name}", "harper_resources: connect() of %s failed", name, exc_info=True
+            )
             await http.respond_json(send, 500, {"error": "Server error", "code": 1011})
             return
         try:

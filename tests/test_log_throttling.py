@@ -69,3 +69,27 @@ async def test_a_listener_failing_on_every_frame_logs_one_traceback(caplog):
         local.unsubscribe("harper.test.failing", fails)
     [line] = lines(caplog, "a listener failed")
     assert line.exc_info[0] is ZeroDivisionError
+
+
+async def test_a_generator_that_fails_on_every_connection_logs_one_traceback(caplog, monkeypatch):
+    """The seed's DogNotes raises KeyError on ``{"other": 1}``: each such client closes
+    with 1011, and a client reconnecting in a loop logs one line, not one per socket."""
+    from channels.testing import WebsocketCommunicator
+    from django.urls import path
+
+    from harper_resources.routing import ResourceRouter
+    from project.dogs.seed_examples import DogNotes
+
+    application = ResourceRouter([path("notes/<str:id>", DogNotes.as_asgi())])
+    move_clock(monkeypatch, 3600)  # past any earlier test's line for the same class
+    with caplog.at_level(logging.ERROR, logger="harper_resources"):
+        for _ in range(20):
+            client = WebsocketCommunicator(application, "/notes/341")
+            connected, _ = await client.connect()
+            assert connected
+            await client.send_json_to({"other": 1})
+            closed = await client.receive_output(timeout=5)
+            assert closed["type"] == "websocket.close" and closed["code"] in (1011, 4011)
+            await client.disconnect()
+    [line] = lines(caplog, "the stream of DogNotes failed")
+    assert line.exc_info[0] is KeyError
