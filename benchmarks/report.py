@@ -41,6 +41,21 @@ def ratio(results: dict, scenario: str, layer: str, metric: str, top: str, botto
         return float("nan")
 
 
+#: Why the round-2 targets that these runs miss are missed (profiles in issue #13's note).
+MISSED = [
+    "Where C misses a target, why: every ASGI `send` runs in its connection's own writer task (so timeouts,",
+    "task groups and contextvars around `send` work: issue #14), so each delivery is one task wake-up; at",
+    "saturation that scheduling, not encoding or the hub, is most of C's extra CPU per delivery over A's in-loop",
+    "sends, and the last of 1,000 subscribers waits for it (fan-out p99). In the many-records scenario each update",
+    "also pays Django's request handling of the trigger, a thread hop, the save's commit and a second commit for",
+    "the version and the change-log row, where A only parses the request and writes three frames.",
+]
+
+
+def yes(met: bool) -> str:
+    return "yes" if met else "no"
+
+
 def render_report(results, save_results, layers, arms, seconds, command, versions) -> str:
     lines = [
         "# Benchmark results",
@@ -80,17 +95,18 @@ def render_report(results, save_results, layers, arms, seconds, command, version
             f"| {layer} | {fmt(row['with']['median_us'])} | {fmt(row['with']['p90_us'])} | "
             f"{fmt(row['without']['median_us'])} | {fmt(row['without']['p90_us'])} | {fmt(added)} |"
         )
-    lines += ["", "## Targets (ratios within this run)", ""]
+    lines += ["", "## Targets (ratios within this run; issue #13 for round 2)", ""]
     lines += ["| target | layer | figure | met |", "| --- | --- | --- | --- |"]
     capacity = "fan-out capacity, 1000 subscribers"
     latency = "latency, 1000 subscribers, 1 change/s"
     memory = "idle memory, 1k connections"
+    many = next((scenario for (scenario, _, _) in results if scenario.startswith("1000 records")), "")
     for layer in layers:
         checks = [
             (
-                "server CPU/delivery <= 2x A",
+                "server CPU/delivery <= 1.5x A",
                 ratio(results, capacity, layer, "server_us_per_delivery", C, A),
-                2.0,
+                1.5,
                 "C/A",
             ),
             (
@@ -99,7 +115,7 @@ def render_report(results, save_results, layers, arms, seconds, command, version
                 5.0,
                 "B/C",
             ),
-            ("fan-out p99 at 1000 subs <= 2x A", ratio(results, latency, layer, "p99_ms", C, A), 2.0, "C/A"),
+            ("fan-out p99 at 1000 subs <= 1.4x A", ratio(results, latency, layer, "p99_ms", C, A), 1.4, "C/A"),
             ("idle memory/connection <= 1.5x A", ratio(results, memory, layer, "kib_per_connection", C, A), 1.5, "C/A"),
         ]
         for name, value, bound, label in checks:
@@ -107,6 +123,12 @@ def render_report(results, save_results, layers, arms, seconds, command, version
                 continue  # that scenario was not part of this run
             met = value >= bound if label == "B/C" else value <= bound
             lines.append(f"| {name} | {layer} | {label} = {fmt(value)} | {'yes' if met else 'no'} |")
+        row = results.get((many, layer, C))
+        if row is not None:
+            # Harper 4.7.29 measured on this machine kind (issue #13): 1,145 µs per update, p99 6.5 ms.
+            update, p99 = row["server_us_per_update"], row["p99_ms"]
+            lines.append(f"| many records: server µs/update < 1,145 | {layer} | {fmt(update)} | {yes(update < 1145)} |")
+            lines.append(f"| many records: p99 < 6.5 ms | {layer} | {fmt(p99)} ms | {yes(p99 < 6.5)} |")
         lost = sum(
             row["lost"]
             for (scenario, lay, arm), row in results.items()
@@ -116,4 +138,5 @@ def render_report(results, save_results, layers, arms, seconds, command, version
     for layer, row in save_results.items():
         added = row["with"]["median_us"] - row["without"]["median_us"]
         lines.append(f"| save() adds < 1 ms (median) | {layer} | {fmt(added)} µs | {'yes' if added < 1000 else 'no'} |")
+    lines += ["", *MISSED]
     return "\n".join(lines) + "\n"
