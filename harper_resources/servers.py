@@ -67,10 +67,11 @@ def bound_daphne_pongs() -> None:
     def on_open(self: Any) -> None:
         transport = self.transport
         # The HTTP channel that did the upgrade is still the transport's producer and no
-        # longer reacts; make the transport pause its own reading when writes back up.
-        if getattr(transport, "producer", None) is not None:
-            transport.unregisterProducer()
+        # longer reacts; make a TCP transport pause its own reading when writes back up
+        # (a TLS wrapper is left as it is).
         if hasattr(transport, "registerProducer") and hasattr(transport, "pauseProducing"):
+            if getattr(transport, "producer", None) is not None:
+                transport.unregisterProducer()
             transport.registerProducer(transport, True)
         original(self)
 
