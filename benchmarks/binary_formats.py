@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.client import Trigger, subscribe
-from benchmarks.run import CLIENT_CORE, ROOT, Arm, Server, Tracker, close_all, next_seq, prepare_database, record
+from benchmarks.client import subscribe
+from benchmarks.run import CLIENT_CORE, ROOT, Arm, Server, Tracker, prepare_database, record, saturate
 
 FORMATS = ["json", "msgpack", "cbor"]
 SUFFIX = {"json": "", "msgpack": ".msgpack", "cbor": ".cbor"}
@@ -46,22 +46,8 @@ async def fan_out(arm: Arm, server: Server, n_subs: int, duration: float) -> dic
     tracker = Tracker(expected=n_subs)
     subs = await subscribe(server.port, [arm.ws.format(rec=1)] * n_subs, tracker.on_seq)
     await asyncio.sleep(0.5)
-    trigger = Trigger(server.port, arm.trigger)
-    outstanding = asyncio.Semaphore(4)
-    pending: list[asyncio.Future[None]] = []
-    cpu0, wall0 = server.cpu_seconds(), time.perf_counter()
-    while time.perf_counter() - wall0 < duration:
-        await outstanding.acquire()
-        seq = next_seq()
-        waiter = tracker.start(seq)
-        waiter.add_done_callback(lambda _: outstanding.release())
-        pending.append(waiter)
-        await trigger.post(record(1, seq), "topic=1")
-    await asyncio.wait(pending, timeout=15)
-    cpu = server.cpu_seconds() - cpu0
-    trigger.close()
-    await close_all(subs)
-    return {"us_per_delivery": cpu / max(tracker.delivered, 1) * 1e6, "lost": tracker.lost()}
+    result = await saturate(server, subs, tracker, arm.trigger, "topic=1", duration, 4)
+    return {"us_per_delivery": result["server_us_per_delivery"], "lost": result["lost"]}
 
 
 def encoding_cost(repeat: int = 20_000) -> dict[str, dict[str, float]]:

@@ -104,34 +104,12 @@ OPENERS: dict[str, Callable[..., Any]] = {WS: subscribe_websockets, SSE: subscri
 
 
 async def capacity(transport: str, port: int, n_subs: int, duration: float, window: int, server: Any) -> dict[str, Any]:
-    from benchmarks.run import Tracker, close_all, next_seq, record
+    from benchmarks.run import Tracker, saturate
 
     tracker = Tracker(expected=n_subs)
     subs = await OPENERS[transport](port, ["/c/dog/1"] * n_subs, tracker.on_seq)
     await asyncio.sleep(0.5)
-    trigger = Trigger(port, "/c/trigger")
-    outstanding = asyncio.Semaphore(window)
-    cpu0, wall0, client0 = server.cpu_seconds(), time.perf_counter(), time.process_time()
-    pending: list[asyncio.Future[None]] = []
-    while time.perf_counter() - wall0 < duration:
-        await outstanding.acquire()
-        seq = next_seq()
-        waiter = tracker.start(seq)
-        waiter.add_done_callback(lambda _: outstanding.release())
-        pending.append(waiter)
-        await trigger.post(record(1, seq), "")
-    await asyncio.wait(pending, timeout=15)
-    wall = time.perf_counter() - wall0
-    cpu, client = server.cpu_seconds() - cpu0, time.process_time() - client0
-    trigger.close()
-    await close_all(subs)
-    return {
-        "deliveries_per_s": tracker.delivered / wall,
-        "server_us_per_delivery": cpu / max(tracker.delivered, 1) * 1e6,
-        "server_cpu_share": cpu / wall,
-        "client_cpu_share": client / wall,
-        "lost": tracker.lost(),
-    }
+    return await saturate(server, subs, tracker, "/c/trigger", "", duration, window)
 
 
 async def latency(transport: str, port: int, n_subs: int, changes: int, server: Any) -> dict[str, Any]:
