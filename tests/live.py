@@ -13,6 +13,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_USER, ADMIN_PASSWORD = "admin", "admin-password-for-tests"
@@ -36,6 +37,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, log: Any) -> None:
+    """Terminate a server ``process`` (killed if it is still there after 10 s) and close
+    its ``log`` file. Does nothing for a process that was never started."""
+    if process is None:
+        return
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    log.close()
 
 
 class DemoServer:
@@ -71,6 +87,7 @@ class DemoServer:
         self.application = application
         self.log_path = workdir / f"server-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.log: Any = None  # the open log file, once started
 
     def prepare(self) -> DemoServer:
         """Migrate the database and add the sample dogs and the admin user."""
@@ -115,15 +132,7 @@ class DemoServer:
         raise RuntimeError("daphne did not start listening within 30 s")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process is not None:
-            self.log.close()
+        stop_process(self.process, self.log)
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")

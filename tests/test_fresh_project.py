@@ -19,12 +19,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from tests.conftest import REDIS_URL, redis_available
-from tests.live import ADMIN_PASSWORD, ADMIN_USER, DAPHNE_LIMITS, UVICORN_LIMITS, AdminClient, free_port
+from tests.live import ADMIN_PASSWORD, ADMIN_USER, DAPHNE_LIMITS, UVICORN_LIMITS, AdminClient, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -132,6 +133,7 @@ class Project:
         self.path = path
         self.env = base_env(path)
         self.process: subprocess.Popen[bytes] | None = None
+        self.log: Any = None  # the open log file, once started
         self.port = 0
 
     def use_redis(self) -> None:
@@ -164,15 +166,7 @@ class Project:
         raise AssertionError(f"{server} did not answer within 60 s:\n{self.log_path.read_text()}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process is not None:
-            self.log.close()
+        stop_process(self.process, self.log)
 
     def socket(self, path: str) -> ClientConnection:
         login = base64.b64encode(f"{ADMIN_USER}:{ADMIN_PASSWORD}".encode()).decode()
