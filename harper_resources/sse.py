@@ -115,42 +115,29 @@ def resumed_scope(scope: dict[str, Any], overlap: float = 0.0) -> dict[str, Any]
 
 def encode_event(item: Any) -> bytes | None:
     """One event for one outgoing item: ``id:`` and ``data:`` for a record state, only
-    ``data:`` for anything else. None (logged) for a value JSON cannot encode.
-
-    A ``Frame`` is shared by every subscriber of a change: its event is encoded once
-    and kept for the next subscribers (the last ``_CACHED_EVENTS`` frames of at most
-    ``_CACHED_EVENT_BYTES``, so the cache holds a few MiB at worst)."""
+    ``data:`` for anything else. None (logged) for a value JSON cannot encode. A
+    ``Frame`` is shared by every subscriber of a change: its event is made once and kept
+    on it (``Frame.cached``)."""
     if isinstance(item, Frame):
-        cached = _events.get(id(item))
-        if cached is not None and cached[0] is item:
-            return cached[1]
-        text = item.text
-        head = f"id: {protocol.encode(item.version)}\n" if item.record is not None else ""
-    else:
-        try:
-            text = protocol.encode(bytes(item) if isinstance(item, bytearray) else item)
-        except (TypeError, ValueError):
-            logger.error("harper_resources: a resource sent a value JSON cannot encode: %r", item)
-            return None
-        head = ""
+        return item.cached("text/event-stream", _frame_event)
+    try:
+        text = protocol.encode(bytes(item) if isinstance(item, bytearray) else item)
+    except (TypeError, ValueError):
+        logger.error("harper_resources: a resource sent a value JSON cannot encode: %r", item)
+        return None
+    return _event("", text)
+
+
+def _frame_event(frame: Frame) -> bytes:
+    head = f"id: {protocol.encode(frame.version)}\n" if frame.record is not None else ""
+    return _event(head, frame.text)
+
+
+def _event(head: str, text: str) -> bytes:
     if "\n" in text or "\r" in text:
         # JSON from protocol.encode has no line breaks; a Frame made by hand may.
         text = "\ndata: ".join(text.splitlines())
-    event = f"{head}data: {text}\n\n".encode()
-    if isinstance(item, Frame) and len(event) <= _CACHED_EVENT_BYTES:
-        # Keyed by id(), holding the frame itself, so an id is never reused while cached.
-        _events[id(item)] = (item, event)
-        if len(_events) > _CACHED_EVENTS:
-            try:
-                del _events[next(iter(_events))]
-            except (KeyError, RuntimeError, StopIteration):
-                pass  # another event loop's thread evicted meanwhile
-    return event
-
-
-_CACHED_EVENTS = 64
-_CACHED_EVENT_BYTES = 64 * 1024
-_events: dict[int, tuple[Frame, bytes]] = {}
+    return f"{head}data: {text}\n\n".encode()
 
 
 def close_event(code: int, reason: str) -> bytes:

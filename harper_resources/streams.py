@@ -141,13 +141,11 @@ class Frame:
         every later one. None if the format cannot carry it (an integer beyond 64 bits in
         MessagePack): the frame is not sent, and that is logged (throttled) and counted
         as ``encode_failed``."""
-        cache = self._encoded
-        if cache is None:
-            cache = self._encoded = {}
-        elif codec.name in cache:
-            return cache[codec.name]
+        return self.cached(codec.name, lambda frame: frame._dump(codec))
+
+    def _dump(self, codec: Codec) -> bytes | None:
         try:
-            data: bytes | None = codec.dumps_parsed(self.data)
+            return codec.dumps_parsed(self.data)
         except Exception:
             metrics.throttled_error(
                 "encode_failed",
@@ -155,8 +153,18 @@ class Frame:
                 codec.name,
                 self.text,
             )
-            data = None
-        cache[codec.name] = data
+            return None
+
+    def cached(self, form: str, make: Callable[[Frame], bytes | None]) -> bytes | None:
+        """This frame's bytes in ``form`` (a wire format, an event-stream event), made by
+        ``make`` at the first call and kept on the frame for every later one: a frame is
+        shared by every subscriber of its change, so each form is made once."""
+        cache = self._encoded
+        if cache is None:
+            cache = self._encoded = {}
+        elif form in cache:
+            return cache[form]
+        data = cache[form] = make(self)
         return data
 
     def get(self, name: str, default: Any = None) -> Any:
