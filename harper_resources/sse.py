@@ -202,10 +202,9 @@ def _early_events(resource: Resource) -> bytes:
     early, resource._early = resource._early, None
     events = []
     for message in early or ():
-        data = message.get("text")
-        event = encode_event(data if data is not None else message.get("bytes", b""))
-        if data is not None:  # text goes out as it was sent, not as a JSON string of it
-            event = ("data: " + "\ndata: ".join(data.splitlines() or [""]) + "\n\n").encode()
+        text = message.get("text")
+        # Text goes out as it was sent, not as a JSON string of it; bytes as their base64.
+        event = _event("", text) if text is not None else encode_event(message.get("bytes", b""))
         if event is not None:
             events.append(event)
     return b"".join(events)
