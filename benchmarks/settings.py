@@ -46,3 +46,5 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 100_000}}}
 HARPER_RESOURCES_SEND_QUEUE_SIZE = 100_000
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}
+# BENCH_EAGER=0 turns eager sends off (harper_resources/eager.py), to compare.
+HARPER_RESOURCES_EAGER_SEND = os.environ.get("BENCH_EAGER", "1") == "1"

@@ -19,6 +19,10 @@ DEFAULTS: dict[str, Any] = {
     "MAX_MESSAGE_BYTES": 1024 * 1024,
     # Frames waiting to be written to one client; past it the client is closed with 1013.
     "SEND_QUEUE_SIZE": 1000,
+    # While a connection's writer is idle, write a frame at once from the hub, running
+    # the ASGI send as that writer task (its context, current_task()) instead of waking
+    # it (harper_resources/eager.py). False: every frame wakes the writer.
+    "EAGER_SEND": True,
     # Bytes of frames waiting to be written to one client; past it, closed with 1013 too.
     "SEND_QUEUE_BYTES": 8 * 1024 * 1024,
     # Client messages a resource has not read yet; past it the client is closed with 1008.

@@ -11,6 +11,7 @@ frames come from the per-process hub, never through a channel of the connection'
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -23,7 +24,7 @@ from channels.layers import get_channel_layer
 from django.contrib.auth import get_permission_codename
 from django.db import models
 
-from . import broadcast, changelog, closing, codecs, handshake, metrics, protocol, reauth, tables, versions
+from . import broadcast, changelog, closing, codecs, eager, handshake, metrics, protocol, reauth, tables, versions
 from .auth import AUTH_FAILED
 from .conf import settings
 from .exceptions import BadRequest, CloseConnection, Forbidden, InvalidStream, NotLoggedIn, ResourceNotFound
@@ -148,6 +149,9 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
         self._streams: list[Stream] = []
         self._outgoing: AsyncIterator[Any] | None = None
         self._writer: asyncio.Future[None] | None = None
+
+    #: The writer task's Context, which eager sends enter too (None: no eager sends).
+    _writer_context: contextvars.Context | None = None
 
     # ``as_asgi(**initkwargs)`` is Channels': a new instance per connection, the
     # initkwargs set as attributes by ``__init__``.
@@ -717,7 +721,14 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
                     await self._asgi_send(message)
                 except CLIENT_GONE:
                     break
-        writer = self._writer = asyncio.ensure_future(self._write_then_close(outgoing))
+        # The writer runs in a Context of its own that eager sends (``eager``) enter too.
+        loop = asyncio.get_running_loop()
+        if eager.SUPPORTED:
+            context = self._writer_context = contextvars.copy_context()
+            writer = loop.create_task(self._write_then_close(outgoing), context=context)  # type: ignore[call-arg]  # novermin
+        else:
+            writer = loop.create_task(self._write_then_close(outgoing))
+        self._writer = writer
         listener = None if self.channel_name is None else asyncio.ensure_future(self._listen())
         for stream in self._streams:
             # A stream closed with abort (a client too slow to read) stops the writer at
@@ -808,8 +819,25 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
         if isinstance(outgoing, Stream):
             # Every send runs here, in this connection's task and context (server or
             # middleware code around ``send`` may use timeouts, task groups and
-            # contextvars); one wake-up writes every frame that arrived meanwhile.
+            # contextvars); one wake-up writes every frame that arrived meanwhile. While
+            # this task waits, the hub writes a frame at once as this task (``eager``).
+            direct = None
+            context = self._writer_context
+            if context is not None and settings.EAGER_SEND:
+                task = asyncio.current_task()
+                assert task is not None
+                direct = eager.DirectSend(outgoing, send, codec, task, context)
             while True:
+                try:
+                    if outgoing._resume is not None:  # an eager send that suspended
+                        rest, outgoing._resume = outgoing._resume, None
+                        await rest
+                    if outgoing._direct_error is not None:  # an eager send that raised
+                        error, outgoing._direct_error = outgoing._direct_error, None
+                        raise error
+                except CLIENT_GONE as exc:
+                    outgoing._send_failed(exc)
+                    return
                 batch = outgoing._take_all()
                 if batch:
                     for item in batch:
@@ -823,7 +851,18 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
                 elif outgoing.closed:
                     return
                 else:
-                    await outgoing._wait()
+                    outgoing._direct = direct
+                    try:
+                        await outgoing._wait()
+                    except asyncio.CancelledError as exc:
+                        outgoing._direct = None
+                        if outgoing._resume is None:
+                            raise
+                        # Cancelled (a timeout inside an eager send, say) before it got
+                        # to the send that suspended: the send gets the cancellation.
+                        outgoing._resume = eager.thrown(outgoing._resume, exc)
+                        continue
+                    outgoing._direct = None
         async for item in outgoing:
             message = asgi_message(item, codec)
             if message is not None:

@@ -318,7 +318,9 @@ class Hub:
                     message.get("version") or 0.0,
                     source=message.get("source"),
                 )
-                self.dispatch(message["group"], frame)
+                # From a loop callback, outside this task: a connection's writer can
+                # then be entered to write the frame at once (``eager``).
+                self.loop.call_soon(self.dispatch, message["group"], frame)
 
     async def _renew_loop(self, expiry: float) -> None:
         # Layers end memberships older than group_expiry; joining again renews them, so

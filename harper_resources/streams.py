@@ -269,6 +269,14 @@ class Stream(_Emitter):
 
     _events = ("close",)
 
+    #: While the writer is idle: writes an item at once, as the writer would (``eager``);
+    #: False if it cannot. Class-level defaults: an idle connection stores none of these.
+    _direct: Callable[[Any], bool] | None = None
+    #: A send that began eagerly and suspended: the writer awaits it before anything else.
+    _resume: Awaitable[Any] | None = None
+    #: What an eager send raised: the writer raises it, as if its own send had.
+    _direct_error: Exception | None = None
+
     def __init__(self, *, maxsize: int = 1000, max_bytes: int = 8 * 1024 * 1024) -> None:
         super().__init__()
         self._queue: collections.deque[Any] | None = None
@@ -310,11 +318,14 @@ class Stream(_Emitter):
             if message is None:
                 return
         queue = self._queue
-        size = _cost(message)
         if queue is None:
+            direct = self._direct
+            if direct is not None and not self._held and direct(message):
+                return
             queue = self._queue = collections.deque()
             self._bytes = 0
-        elif len(queue) >= self._maxsize or self._bytes + size > self._max_bytes:
+        size = _cost(message)
+        if queue and (len(queue) >= self._maxsize or self._bytes + size > self._max_bytes):
             metrics.throttled_warning(
                 "slow_client_closed", "harper_resources: a client read too slowly; its stream was closed (1013)"
             )
@@ -357,6 +368,19 @@ class Stream(_Emitter):
             code = 1011, "Server error"
         self._queue = None
         self.close(*code)
+
+    def _suspended(self, rest: Awaitable[Any]) -> None:
+        """An eager send suspended: the writer, woken, finishes it (``rest``) first, and
+        nothing is sent eagerly until then."""
+        self._direct = None
+        self._resume = rest
+        self._wake()
+
+    def _direct_failed(self, error: Exception) -> None:
+        """An eager send raised ``error``: the writer raises it as its own send would."""
+        self._direct = None
+        self._direct_error = error
+        self._wake()
 
     def _mark_subscribed(self, ok: bool) -> None:
         if self._subscribed is not None and not self._subscribed.done():
