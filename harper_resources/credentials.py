@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
-import os
 import threading
 import time
 from typing import Any
@@ -31,6 +29,7 @@ from django.contrib.auth import get_user_model
 from django.db import close_old_connections
 from django.utils.crypto import constant_time_compare, salted_hmac
 
+from . import executors, tables
 from .conf import settings
 
 #: Most verified credentials one process remembers (the oldest go first).
@@ -38,9 +37,6 @@ CACHE_MAX_ENTRIES = 10_000
 
 _cache: collections.OrderedDict[str, tuple[float, Any, str]] = collections.OrderedDict()
 _cache_lock = threading.Lock()
-_pool: concurrent.futures.ThreadPoolExecutor | None = None
-_pool_pid = 0
-_pool_lock = threading.Lock()
 
 
 def fingerprint(user: Any) -> str:
@@ -52,15 +48,7 @@ def _cache_key(username: str, password: str) -> str:
     return salted_hmac("harper_resources.basic", f"{username}\0{password}", algorithm="sha256").hexdigest()
 
 
-def _executor() -> concurrent.futures.ThreadPoolExecutor:
-    global _pool, _pool_pid
-    with _pool_lock:
-        if _pool is None or _pool_pid != os.getpid():
-            _pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=settings.PASSWORD_HASH_THREADS, thread_name_prefix="harper-password"
-            )
-            _pool_pid = os.getpid()
-        return _pool
+_executor = executors.ProcessPool("harper-password", lambda: int(settings.PASSWORD_HASH_THREADS))
 
 
 def _authenticate_here(username: str, password: str) -> Any:
@@ -83,7 +71,7 @@ async def authenticate(username: str, password: str) -> Any:
 def active_user(pk: Any, expected_fingerprint: str) -> Any:
     """The active user ``pk`` if its password fingerprint is still ``expected_fingerprint``;
     else None. One query, no hashing (sync: call through ``database_sync_to_async``)."""
-    user = get_user_model()._default_manager.filter(pk=pk).first()
+    user: Any = tables.read_default(get_user_model(), pk)
     if user is None or not user.is_active or not constant_time_compare(fingerprint(user), expected_fingerprint):
         return None
     return user

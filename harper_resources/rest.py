@@ -11,6 +11,7 @@ same path". Encoding and decoding bodies are one function each (``encode_body``,
 
 from __future__ import annotations
 
+import functools
 import inspect
 import io
 import json
@@ -177,18 +178,46 @@ async def _handle(resource: Resource, scope: dict[str, Any], receive: http.Recei
         collection = scope.get("path", "/")
         location = collection.rstrip("/") + "/" + quote(tables.key(pk), safe="")
         return 201, value, [("Location", location)]
+    hook = resource.allow_delete if method == "DELETE" else resource.allow_update
+    if not inspect.iscoroutinefunction(hook):
+        # The common case, a def hook: the whole write in one thread hop.
+        answer: tuple[int, Any, list[Any]] = await database_sync_to_async(_write_record)(
+            resource, scope, method, body, hook
+        )
+        return answer
     record = await database_sync_to_async(_visible)(resource)
     if record is None:
         raise error(404, "No record at this path")
-    if method == "DELETE":
-        await _permit(resource, resource.allow_delete, resource.user, record)
-        await _check_csrf(scope, body)
-        await database_sync_to_async(_delete)(resource)
-        return 204, None, []
-    await _permit(resource, resource.allow_update, resource.user, record)
+    _refuse_unless(resource, await hook(resource.user, record))
     await _check_csrf(scope, body)
-    data = _data(scope, body)
-    value = await database_sync_to_async(_update)(resource, data, method == "PATCH")
+    answer = await database_sync_to_async(_write)(resource, scope, method, body)
+    return answer
+
+
+def _write_record(
+    resource: Resource, scope: dict[str, Any], method: str, body: bytes, hook: Callable[..., Any]
+) -> tuple[int, Any, list[Any]]:
+    """``PUT``, ``PATCH`` or ``DELETE`` of the record at this path with a def permission
+    hook, checked in the same order as with an async one: 404, 401/403, CSRF, body."""
+    with transaction.atomic(using=_write_db(resource)):
+        record = _visible(resource)
+        if record is None:
+            raise error(404, "No record at this path")
+        _refuse_unless(resource, hook(resource.user, record))
+        if scope.get(AUTH_CREDENTIAL) is None:
+            _refuse_forged(_csrf_refusal(scope, body))
+        return _write(resource, scope, method, body, record)
+
+
+def _write(
+    resource: Resource, scope: dict[str, Any], method: str, body: bytes, seen: models.Model | None = None
+) -> tuple[int, Any, list[Any]]:
+    """Delete or update the record at this path (``seen``: as read already in this
+    transaction, if it was)."""
+    if method == "DELETE":
+        _delete(resource, seen)
+        return 204, None, []
+    value = _update(resource, _data(scope, body), method == "PATCH", seen)
     # None: the record is saved but this resource no longer shows it (allow_record).
     return (204, None, []) if value is None else (200, value, [])
 
@@ -200,6 +229,11 @@ async def _permit(resource: Resource, hook: Callable[..., Any], *args: Any) -> N
         allowed = await hook(*args)
     else:
         allowed = await database_sync_to_async(hook)(*args)
+    _refuse_unless(resource, allowed)
+
+
+def _refuse_unless(resource: Resource, allowed: Any) -> None:
+    """401 when a permission hook said no and the user is not logged in, else 403."""
     if not allowed:
         if resource.user.is_authenticated:
             raise error(403, "Not allowed")
@@ -268,7 +302,10 @@ async def _check_csrf(scope: dict[str, Any], body: bytes) -> None:
     authenticated by Basic or Bearer credentials (a browser never adds those by itself)."""
     if scope.get(AUTH_CREDENTIAL) is not None:
         return
-    reason = await database_sync_to_async(_csrf_refusal)(scope, body)
+    _refuse_forged(await database_sync_to_async(_csrf_refusal)(scope, body))
+
+
+def _refuse_forged(reason: str | None) -> None:
     if reason is not None:
         raise error(403, f"CSRF check failed: {reason}")
 
@@ -370,7 +407,13 @@ def _list(resource: Resource) -> list[dict[str, Any]]:
 
 def _visible(resource: Resource) -> models.Model | None:
     """The record at this path, if this resource shows it (``get_queryset``, ``allow_record``)."""
-    record: models.Model | None = resource.get_queryset().filter(pk=resource.pk).first()
+    from .consumers import Resource  # a cycle at import time
+
+    assert resource.model is not None
+    if type(resource).get_queryset is Resource.get_queryset:  # the default manager's records
+        record = tables.read_default(resource.model, resource.pk)
+    else:
+        record = resource.get_queryset().filter(pk=resource.pk).first()
     if record is None or not resource._allows(tables.record_value(record)):
         return None
     return record
@@ -444,10 +487,16 @@ def _defaults(resource: Resource, writable: dict[str, Any], names: list[str]) ->
     return [name for name in names if name in writable or not fields[name].has_default()], defaults
 
 
+@functools.lru_cache(maxsize=256)
+def _form_class(model: type[models.Model], names: tuple[str, ...]) -> type[forms.ModelForm[Any]]:
+    """The ModelForm of ``names`` (made once: building one costs more than using it)."""
+    form_class: type[forms.ModelForm[Any]] = modelform_factory(model, fields=names)
+    return form_class
+
+
 def _form(resource: Resource, names: list[str], data: dict[str, Any], instance: models.Model | None) -> Any:
     assert resource.model is not None
-    form_class: type[forms.ModelForm[Any]] = modelform_factory(resource.model, fields=names)
-    form = form_class(data=data, instance=instance)
+    form = _form_class(resource.model, tuple(names))(data=data, instance=instance)
     if not form.is_valid():
         errors = {name: [str(message) for message in messages] for name, messages in form.errors.items()}
         raise error(400, "Invalid data", errors)
@@ -479,18 +528,30 @@ def _write_db(resource: Resource) -> str:
     return router.db_for_write(resource.model)
 
 
-def _locked(resource: Resource) -> models.Model:
+def _locked(resource: Resource, seen: models.Model | None) -> models.Model:
     """The record at this path, locked until the transaction ends (where the database
-    can: not SQLite, whose writers wait for each other anyway); 404 if it is gone."""
+    can: not SQLite, whose writers wait for each other anyway); 404 if it is gone.
+    ``seen`` is the record as read already in this transaction: where there is no lock
+    to take it is that record (when it is a whole row of the model), not a second read."""
     assert resource.model is not None
-    manager = resource.model._base_manager.db_manager(_write_db(resource))
+    using = _write_db(resource)
+    if (
+        seen is not None
+        and not transaction.get_connection(using).features.has_select_for_update
+        and type(seen) is resource.model
+        and not seen.get_deferred_fields()
+    ):
+        return seen
+    manager = resource.model._base_manager.db_manager(using)
     record = manager.select_for_update().filter(pk=resource.pk).first()
     if record is None:
         raise error(404, "No record at this path")
     return record
 
 
-def _update(resource: Resource, data: dict[str, Any], partial: bool) -> dict[str, Any] | None:
+def _update(
+    resource: Resource, data: dict[str, Any], partial: bool, seen: models.Model | None = None
+) -> dict[str, Any] | None:
     """``PUT`` (every writable exposed field: omitted ones take their default or fail as
     required) or ``PATCH`` (only the fields sent, saved with ``update_fields``)."""
     assert resource.model is not None
@@ -501,8 +562,9 @@ def _update(resource: Resource, data: dict[str, Any], partial: bool) -> dict[str
     else:
         names, defaults = _defaults(resource, writable, names)
     try:
-        with transaction.atomic(using=_write_db(resource)):
-            record = _locked(resource)
+        # No savepoint when the caller's transaction holds it: any failure ends the write.
+        with transaction.atomic(using=_write_db(resource), savepoint=seen is None):
+            record = _locked(resource, seen)
             form = _form(resource, names, writable, record)
             instance = form.save(commit=False)
             for attname, value in defaults.items():
@@ -514,9 +576,9 @@ def _update(resource: Resource, data: dict[str, Any], partial: bool) -> dict[str
         raise error(409, "The database refused the change") from None
 
 
-def _delete(resource: Resource) -> None:
+def _delete(resource: Resource, seen: models.Model | None = None) -> None:
     try:
-        with transaction.atomic(using=_write_db(resource)):
-            _locked(resource).delete()
+        with transaction.atomic(using=_write_db(resource), savepoint=seen is None):
+            _locked(resource, seen).delete()
     except (ProtectedError, RestrictedError):
         raise error(409, "Other records refer to this one") from None

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import connections, models
+from django.db import connections, models, router
+from django.db.models.manager import BaseManager
 
 from . import protocol
 
@@ -205,6 +206,16 @@ def read_row(model: type[models.Model], pk: Any, using: str) -> models.Model | N
     if reader is None:
         reader = _row_readers[(model, connection.vendor)] = _RowReader(model, connection)
     return reader.read(pk, using, connection)
+
+
+def read_default(model: type[models.Model], pk: Any) -> models.Model | None:
+    """``model._default_manager.filter(pk=pk).first()``: by ``read_row`` (one plain
+    SELECT) when that manager returns every row (its ``get_queryset`` is Django's own),
+    else through the ORM."""
+    manager = model._default_manager
+    if type(manager).get_queryset is not BaseManager.get_queryset:
+        return manager.filter(pk=pk).first()
+    return read_row(model, pk, router.db_for_read(model))
 
 
 def put_frame(instance: models.Model, version: float) -> str:
