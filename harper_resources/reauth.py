@@ -15,9 +15,7 @@ shares; a check that raises is logged (throttled) and leaves the connection open
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import inspect
-import os
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +23,7 @@ from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.db import close_old_connections
 from django.utils.crypto import constant_time_compare
 
-from . import metrics
+from . import executors, metrics
 from .auth import AUTH_CREDENTIAL
 from .conf import settings
 from .credentials import fingerprint
@@ -39,8 +37,6 @@ FORBIDDEN = (3003, "Forbidden")
 
 _watchers: dict[asyncio.AbstractEventLoop, Watcher] = {}
 _lock = threading.Lock()
-_pool: concurrent.futures.ThreadPoolExecutor | None = None
-_pool_pid = 0
 
 
 def watch(resource: Resource) -> None:
@@ -63,13 +59,7 @@ def unwatch(resource: Resource) -> None:
         watcher.discard(resource)
 
 
-def _executor() -> concurrent.futures.ThreadPoolExecutor:
-    global _pool, _pool_pid
-    with _lock:
-        if _pool is None or _pool_pid != os.getpid():
-            _pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="harper-reauth")
-            _pool_pid = os.getpid()
-        return _pool
+_executor = executors.ProcessPool("harper-reauth", lambda: 1)
 
 
 class Watcher:
