@@ -133,6 +133,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         seconds = getattr(settings, name)
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
             errors.append(_bad_setting(name, seconds, "a number of seconds, 0 or more"))
+    if not isinstance(settings.EAGER_SEND, bool):
+        errors.append(_bad_setting("EAGER_SEND", settings.EAGER_SEND, "True or False"))
     if not isinstance(settings.CHANNEL_LAYER, str):
         errors.append(_bad_setting("CHANNEL_LAYER", settings.CHANNEL_LAYER, "an alias of CHANNEL_LAYERS (text)"))
     return errors

@@ -111,3 +111,10 @@ def test_the_auth_settings_are_checked_as_E003():
     named = " ".join(error.msg for error in errors)
     for name in ("AUTH_CACHE_SECONDS", "PASSWORD_HASH_THREADS", "REAUTH_INTERVAL"):
         assert f"HARPER_RESOURCES_{name} " in named
+
+
+@override_settings(HARPER_RESOURCES_EAGER_SEND="no")
+def test_eager_send_must_be_a_boolean():
+    errors = check_settings()
+    assert ids(errors) == ["harper_resources.E003"]
+    assert "HARPER_RESOURCES_EAGER_SEND" in errors[0].msg
