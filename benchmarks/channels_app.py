@@ -2,8 +2,10 @@
 
 - B, a stock Channels ``AsyncJsonWebsocketConsumer`` joined to a group per topic:
   WebSocket ``/b/ws/<topic>``; ``POST /b/trigger?topic=T`` does ``group_send``.
-- C, harper_resources: WebSocket ``/c/dog/<id>`` and ``/c/dog/``; ``POST /c/trigger``
-  (body: the record) saves the Dog, which broadcasts after commit.
+- C, harper_resources: WebSocket ``/c/dog/<id>`` and ``/c/dog/``; its changes are REST
+  writes to the same resource, ``PUT /c/dog/<id>`` (HTTP Basic, the benchmark's superuser).
+  ``POST /c/trigger`` (body: the record) saves the Dog in a Django view instead (the SSE
+  and binary-format comparisons use it: there both sides of a ratio share the trigger).
 - ``secure_application``: C under the demo's real WebSocket stack,
   ``OriginValidator(ResourceAuthMiddlewareStack(ResourceRouter(...)))`` (session cookie,
   HTTP Basic or Bearer, origin check), for the handshake benchmarks.
@@ -31,7 +33,7 @@ from django.views.decorators.csrf import csrf_exempt  # noqa: E402
 
 from harper_resources import Resource  # noqa: E402
 from harper_resources.auth import OriginValidator, ResourceAuthMiddlewareStack  # noqa: E402
-from harper_resources.routing import ResourceRouter  # noqa: E402
+from harper_resources.routing import ResourceHTTPRouter, ResourceRouter  # noqa: E402
 from project.dogs.models import Dog  # noqa: E402
 
 
@@ -78,9 +80,12 @@ async def harper_trigger(request):
 
 urlpatterns = [path("b/trigger", stock_trigger), path("c/trigger", harper_trigger)]
 
+resource_routes = [path("c/dog/<str:id>", DogBench.as_asgi()), path("c/dog/", DogBench.as_asgi())]
+
 application = ProtocolTypeRouter(
     {
-        "http": django_app,
+        # REST on the resource paths (C's writes: PUT /c/dog/<id>), Django for the rest.
+        "http": ResourceHTTPRouter(resource_routes, fallback=django_app),
         "websocket": URLRouter(
             [
                 path("b/ws/<str:topic>", StockConsumer.as_asgi()),

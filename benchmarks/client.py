@@ -10,7 +10,7 @@ import os
 import time
 from collections.abc import Callable
 
-AGE = b'"age":'
+AGE = b'"age"'
 #: The key "age" in MessagePack (fixstr) and in CBOR (text string), and the integer
 #: heads that may follow it: (first byte, bytes after it) for uint8/16/32/64.
 BINARY_AGE = {b"\xa3age": {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}, b"\x63age": {0x18: 1, 0x19: 2, 0x1A: 4, 0x1B: 8}}
@@ -93,7 +93,9 @@ class Subscriber(asyncio.Protocol):
                 i = payload.rfind(AGE)
                 if i >= 0:
                     j = i + len(AGE)
-                    while j < len(payload) and payload[j] == 32:  # json.dumps puts a space after ':'
+                    # json.dumps writes '"age": 5', PostgreSQL's json_build_object (the
+                    # capture trigger's frames) '"age" : 5'.
+                    while j < len(payload) and payload[j] in b" :":
                         j += 1
                     k = j
                     while k < len(payload) and 48 <= payload[k] <= 57:
@@ -139,10 +141,15 @@ async def subscribe(
 
 
 class Trigger:
-    """Keep-alive HTTP/1.1 POSTs to the server's trigger endpoint."""
+    """Keep-alive HTTP/1.1 requests that make one change each: ``"POST /trigger"`` (a
+    trigger endpoint; the change's topics in the query) or ``"PUT /c/dog/{rec}"`` (a REST
+    write of the record; ``{rec}`` is its id). A bare path means POST."""
 
-    def __init__(self, port: int, path: str) -> None:
-        self.port, self.path = port, path
+    def __init__(self, port: int, spec: str, headers: str = "") -> None:
+        self.headers = headers  # extra header lines, each ending in \r\n
+        self.method, _, self.path = spec.rpartition(" ")
+        self.method = self.method or "POST"
+        self.port = port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -150,15 +157,20 @@ class Trigger:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         body = json.dumps(record).encode()
+        path = self.path.format(rec=record["id"])
         self.writer.write(
-            f"POST {self.path}?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            f"{self.method} {path}?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"{self.headers}Content-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
         assert self.reader is not None
         head = await self.reader.readuntil(b"\r\n\r\n")
-        if b" 204 " not in head.split(b"\r\n", 1)[0]:
+        status = head.split(b"\r\n", 1)[0]
+        if b" 204 " not in status and b" 200 " not in status:
             raise RuntimeError(f"trigger failed: {head[:200]!r}")
+        for line in head.lower().split(b"\r\n"):
+            if line.startswith(b"content-length:"):
+                await self.reader.readexactly(int(line.split(b":", 1)[1]))
 
     def close(self) -> None:
         if self.writer is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import platform
@@ -36,6 +37,9 @@ TICK = os.sysconf("SC_CLK_TCK")
 #: Connections the many-records scenario posts its changes on, concurrently.
 TRIGGERS = 4
 SERVER_CORE, CLIENT_CORE = 0, 1
+#: The benchmark's user (a superuser, made by ``prepare_database``) and its Basic header.
+USERNAME, PASSWORD = "bench", "bench-password"
+BASIC = "Authorization: Basic " + base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode() + "\r\n"
 
 
 @dataclass
@@ -44,13 +48,23 @@ class Arm:
     app: str
     ws: str  # path of record {rec}
     collection: str
-    trigger: str
+    trigger: str  # "POST /path" or "PUT /c/dog/{rec}" (client.Trigger)
+    trigger_headers: str = ""
 
 
 ARMS = [
     Arm("A raw ASGI", "benchmarks.raw_app:app", "/ws/{rec}", "/ws/all", "/trigger"),
     Arm("B stock Channels", "benchmarks.channels_app:application", "/b/ws/{rec}", "/b/ws/all", "/b/trigger"),
-    Arm("C harper_resources", "benchmarks.channels_app:application", "/c/dog/{rec}", "/c/dog/", "/c/trigger"),
+    # C's changes are REST writes of the record, as a Harper client makes them (HTTP Basic,
+    # a verified login cached; the default allow_update: the model's change permission).
+    Arm(
+        "C harper_resources",
+        "benchmarks.channels_app:application",
+        "/c/dog/{rec}",
+        "/c/dog/",
+        "PUT /c/dog/{rec}",
+        BASIC,
+    ),
 ]
 
 
@@ -160,7 +174,7 @@ async def scenario_latency(arm: Arm, server: Server, n_subs: int, changes: int, 
     tracker = Tracker(expected=n_subs)
     subs = await subscribe(server.port, [arm.ws.format(rec=1)] * n_subs, tracker.on_seq)
     await asyncio.sleep(0.5)
-    trigger = Trigger(server.port, arm.trigger)
+    trigger = Trigger(server.port, arm.trigger, arm.trigger_headers)
     for _ in range(changes):
         began = time.perf_counter()
         seq = next_seq()
@@ -179,12 +193,19 @@ async def scenario_latency(arm: Arm, server: Server, n_subs: int, changes: int, 
 
 
 async def saturate(
-    server: Any, subs: list[Any], tracker: Tracker, trigger_path: str, query: str, duration: float, window: int
+    server: Any,
+    subs: list[Any],
+    tracker: Tracker,
+    trigger_spec: str,
+    query: str,
+    duration: float,
+    window: int,
+    headers: str = "",
 ) -> dict[str, Any]:
     """Save record 1 as fast as ``subs`` take it (``window`` changes in flight) for
     ``duration`` seconds, then close ``subs``: deliveries per second, server and client
     CPU. Shared by every arm's fan-out capacity scenario."""
-    trigger = Trigger(server.port, trigger_path)
+    trigger = Trigger(server.port, trigger_spec, headers)
     outstanding = asyncio.Semaphore(window)
     cpu0, wall0, client0 = server.cpu_seconds(), time.perf_counter(), time.process_time()
     pending: list[asyncio.Future[None]] = []
@@ -213,7 +234,7 @@ async def scenario_capacity(arm: Arm, server: Server, n_subs: int, duration: flo
     tracker = Tracker(expected=n_subs)
     subs = await subscribe(server.port, [arm.ws.format(rec=1)] * n_subs, tracker.on_seq)
     await asyncio.sleep(0.5)
-    return await saturate(server, subs, tracker, arm.trigger, "topic=1", duration, window)
+    return await saturate(server, subs, tracker, arm.trigger, "topic=1", duration, window, arm.trigger_headers)
 
 
 async def scenario_many_records(arm: Arm, server: Server, records: int, rate: float, duration: float) -> dict[str, Any]:
@@ -225,7 +246,7 @@ async def scenario_many_records(arm: Arm, server: Server, records: int, rate: fl
     paths = [arm.ws.format(rec=rec) for rec in range(1, records + 1) for _ in range(2)] + [arm.collection]
     subs = await subscribe(server.port, paths, tracker.on_seq)
     await asyncio.sleep(1.0)
-    triggers = [Trigger(server.port, arm.trigger) for _ in range(TRIGGERS)]
+    triggers = [Trigger(server.port, arm.trigger, arm.trigger_headers) for _ in range(TRIGGERS)]
     cpu0, wall0 = server.cpu_seconds(), time.perf_counter()
     n = int(rate * duration)
 
@@ -275,7 +296,10 @@ def prepare_database(env: dict[str, str]) -> None:
     code = (
         "from project.dogs.models import Dog;"
         "Dog.objects.bulk_create([Dog(id=i, name=f'Dog {i}', breed='Beagle', age=0) for i in range(1, 1001)],"
-        " ignore_conflicts=True)"
+        " ignore_conflicts=True);"
+        "from django.contrib.auth import get_user_model;"
+        f"get_user_model().objects.filter(username={USERNAME!r}).exists() or "
+        f"get_user_model().objects.create_superuser({USERNAME!r}, password={PASSWORD!r})"
     )
     subprocess.run([sys.executable, "-c", f"import django; django.setup(); {code}"], cwd=ROOT, env=env, check=True)
 
@@ -289,6 +313,25 @@ def redis_url() -> str | None:
         return url
     except Exception:
         return None
+
+
+def postgres_url() -> str | None:
+    """A PostgreSQL database of the benchmark's own (made if missing), or None."""
+    url = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+    try:
+        import psycopg
+
+        with psycopg.connect(url.replace("postgres://", "postgresql://", 1), connect_timeout=2, autocommit=True) as db:
+            if not db.execute("SELECT 1 FROM pg_database WHERE datname = 'harper_bench'").fetchone():
+                db.execute("CREATE DATABASE harper_bench")
+        return url.rsplit("/", 1)[0] + "/harper_bench"
+    except Exception:
+        return None
+
+
+#: Layers that run only the scenarios that write to the database (the others do not
+#: depend on it): the in-memory channel layer with PostgreSQL instead of SQLite.
+DATABASE_ONLY = "in-memory, PostgreSQL"
 
 
 def scenarios(quick: bool) -> list[tuple[str, Any]]:
@@ -321,8 +364,9 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run only the scenarios whose name contains this text")
     parser.add_argument(
         "--layers",
-        default="memory,redis",
-        help="comma-separated: memory, redis (pub/sub), redis-core (default: %(default)s)",
+        default="memory,redis,postgresql",
+        help="comma-separated: memory, redis (pub/sub), redis-core, postgresql (in-memory layer, the many-records"
+        " scenario on PostgreSQL) (default: %(default)s)",
     )
     parser.add_argument("--output", default="benchmarks/RESULTS.md", help="where to write the report")
     parser.add_argument("--formats", action="store_true", help="add the MessagePack and CBOR table (in-memory layer)")
@@ -347,10 +391,17 @@ def main() -> None:
     for name in args.layers.split(","):
         if name == "memory":
             layers["in-memory"] = base_env
-        elif url is None:
+        elif name != "postgresql" and url is None:
             print(f"Redis is not answering: layer {name!r} is left out of this run.", file=sys.stderr)
         elif name == "redis":
             layers["redis (pub/sub)"] = {**base_env, "REDIS_URL": url}
+        elif name == "postgresql":
+            pg = postgres_url()
+            if pg is None:
+                print("PostgreSQL is not answering: it is left out of this run.", file=sys.stderr)
+            else:
+                layers[DATABASE_ONLY] = {**base_env, "DATABASE_URL": pg}
+                prepare_database(layers[DATABASE_ONLY])
         elif name == "redis-core":
             layers["redis (core)"] = {**base_env, "REDIS_URL": url, "BENCH_REDIS_LAYER": "core"}
         else:
@@ -362,6 +413,8 @@ def main() -> None:
         if args.only not in scenario_name:
             continue
         for layer_name, env in layers.items():
+            if layer_name == DATABASE_ONLY and not scenario_name.startswith("1000 records"):
+                continue
             for arm in ARMS:  # interleaved: each scenario runs A, B, C back to back
                 server = Server(arm, env)
                 try:
@@ -370,7 +423,7 @@ def main() -> None:
                     server.stop()
                 results[(scenario_name, layer_name, arm.name)] = result
                 print(f"{scenario_name:48} {layer_name:16} {arm.name:20} {json.dumps(result, default=round)}")
-    sse_results = sse.run(layers, args.quick, args.only)
+    sse_results = sse.run({k: v for k, v in layers.items() if k != DATABASE_ONLY}, args.quick, args.only)
     save_results = {}
     for layer_name, env in layers.items():
         output = subprocess.run(
