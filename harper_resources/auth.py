@@ -20,7 +20,6 @@ import base64
 import binascii
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.security.websocket import AllowedHostsOriginValidator
 from channels.security.websocket import OriginValidator as ChannelsOriginValidator
 
@@ -111,7 +110,7 @@ async def header_login(scope: dict[str, Any]) -> tuple[Any, tuple[str, str] | No
     elif token:
         claims = tokens.read_token(token)
         if claims is not None:
-            user = await database_sync_to_async(credentials.active_user)(*claims)
+            user = await credentials._active_user_in_thread(*claims)
         method = "bearer"
     if user is None:
         return None, None

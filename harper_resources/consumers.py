@@ -379,7 +379,7 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
         try:
             # Read after subscribing, so no change falls between the two; live frames
             # wait (held) and go out after these, minus states these already show.
-            first, known = await database_sync_to_async(self._first_read)() if self.model is not None else ([], [])
+            first, known = await _first_read_in_thread(self) if self.model is not None else ([], [])
         except Exception:
             logger.exception("harper_resources: could not read the first frames of %s", self.scope.get("path"))
             stream.close(*SERVER_ERROR)
@@ -450,7 +450,11 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
         using = queryset.db
         table = self.table_name()
         if self.id is not None:
-            records = list(queryset.filter(pk=self.pk)[:1])
+            if type(self).get_queryset is Resource.get_queryset:  # the default manager's records
+                record = tables.read_default(queryset.model, self.pk)
+                records = [] if record is None else [record]
+            else:
+                records = list(queryset.filter(pk=self.pk)[:1])
         else:
             records = list(queryset.order_by("pk")[: settings.COLLECTION_LIMIT])
         keys = [tables.key(record.pk) for record in records]
@@ -911,3 +915,12 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
         # The code, or its 40xx fallback where the server cannot send it (daphne).
         self._close_sent = True
         await closing.close(self._asgi_send, code, reason)
+
+
+def _first_read(resource: Resource) -> tuple[list[Frame], list[Frame]]:
+    return resource._first_read()
+
+
+#: Built once: making a ``database_sync_to_async`` wrapper per connection costs more than
+#: the thread hop it makes.
+_first_read_in_thread = database_sync_to_async(_first_read)

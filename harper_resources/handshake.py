@@ -42,7 +42,7 @@ from django.http import parse_cookie
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
-from . import auth
+from . import auth, tables
 
 
 def session_store(key: str | None) -> Any:
@@ -78,7 +78,16 @@ def session_user(key: str) -> tuple[Any, Any]:
         return store, None
     if backend_path not in django_settings.AUTHENTICATION_BACKENDS:
         return store, None
-    user = load_backend(backend_path).get_user(user_id)
+    from django.contrib.auth.backends import ModelBackend  # needs the app registry
+
+    backend: Any = load_backend(backend_path)
+    if type(backend).get_user is ModelBackend.get_user:
+        # ModelBackend.get_user's own read, as one plain SELECT (no query compiling).
+        user = tables.read_default(get_user_model(), user_id)
+        if user is not None and not backend.user_can_authenticate(user):
+            user = None
+    else:
+        user = backend.get_user(user_id)
     if user is None or not session_hash_holds(user, data.get(HASH_SESSION_KEY)):
         return store, None
     return store, user
