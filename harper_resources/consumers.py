@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -365,9 +366,9 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
         else:
             group = protocol.record_group(table, tables.key(self.pk))
         stream._filter = self._stream_filter()
-        listener = self._message_filter(stream.send)
+        listener = _Listener(stream.send, _accepted_sources(type(self)))
         hub = get_hub()
-        stream._add_cleanup(lambda: hub.unsubscribe(group, listener))
+        stream._add_cleanup(functools.partial(hub.unsubscribe, group, listener))
         try:
             await hub.subscribe(group, listener)
         except Exception:
@@ -386,16 +387,6 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         hub.note_versions(group, [*known, *first])
         stream._release(first)
-
-    def _message_filter(self, send: Callable[[Frame], None]) -> Callable[[Frame], None]:
-        """``send``, minus messages published through resources this one does not accept."""
-        accepted = {type(self).message_source(), *(cls.message_source() for cls in self.accepts_messages_from)}
-
-        def listener(frame: Frame) -> None:
-            if frame.source is None or frame.source in accepted:
-                send(frame)
-
-        return listener
 
     def _first_read(self) -> tuple[list[Frame], list[Frame]]:
         """The first frames, and the stored versions of the records they cover (deleted
@@ -675,8 +666,11 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def _subscriptions_ready(self) -> None:
         """Wait until the streams ``connect()`` opened are subscribed (raises if one failed)."""
         for stream in self._streams:
-            if stream._subscribed is not None and not await stream._subscribed:
-                raise RuntimeError("the record stream could not subscribe")
+            if stream._subscribed is not None:
+                ok = await stream._subscribed
+                stream._subscribed = None  # resolved: an idle connection keeps no future
+                if not ok:
+                    raise RuntimeError("the record stream could not subscribe")
 
     async def _authorise(self) -> None:
         from django.contrib.auth.models import AnonymousUser
@@ -924,3 +918,31 @@ def _first_read(resource: Resource) -> tuple[list[Frame], list[Frame]]:
 #: Built once: making a ``database_sync_to_async`` wrapper per connection costs more than
 #: the thread hop it makes.
 _first_read_in_thread = database_sync_to_async(_first_read)
+
+
+class _Listener:
+    """A stream's hub listener: its ``send``, minus messages published through resources
+    its resource does not accept (``accepted``: shared by every connection of the class)."""
+
+    __slots__ = ("accepted", "send")
+
+    def __init__(self, send: Callable[[Frame], None], accepted: frozenset[str]) -> None:
+        self.send = send
+        self.accepted = accepted
+
+    def __call__(self, frame: Frame) -> None:
+        if frame.source is None or frame.source in self.accepted:
+            self.send(frame)
+
+
+_accepted: dict[type[Resource], frozenset[str]] = {}
+
+
+def _accepted_sources(cls: type[Resource]) -> frozenset[str]:
+    """The message sources ``cls`` accepts: its own and ``accepts_messages_from``'s
+    (worked out once per class)."""
+    accepted = _accepted.get(cls)
+    if accepted is None:
+        others = (other.message_source() for other in cls.accepts_messages_from)
+        accepted = _accepted[cls] = frozenset({cls.message_source(), *others})
+    return accepted

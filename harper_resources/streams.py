@@ -234,6 +234,8 @@ class _Emitter:
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         if self._tasks is not None:
             self._tasks.discard(task)
+            if not self._tasks:
+                self._tasks = None  # an idle connection keeps no empty set
         error = None if task.cancelled() else task.exception()
         if error is not None:
             metrics.throttled_error("task_failed", "harper_resources: a connection task failed", exc_info=error)
