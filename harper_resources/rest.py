@@ -200,7 +200,7 @@ def _write_record(
     """``PUT``, ``PATCH`` or ``DELETE`` of the record at this path with a def permission
     hook, checked in the same order as with an async one: 404, 401/403, CSRF, body."""
     with transaction.atomic(using=_write_db(resource)):
-        record = _visible(resource)
+        record = _visible(resource, lock=True)
         if record is None:
             raise error(404, "No record at this path")
         _refuse_unless(resource, hook(resource.user, record))
@@ -405,13 +405,31 @@ def _list(resource: Resource) -> list[dict[str, Any]]:
     return [value for value in shown if value is not None]
 
 
-def _visible(resource: Resource) -> models.Model | None:
-    """The record at this path, if this resource shows it (``get_queryset``, ``allow_record``)."""
+def _plain_reads(resource: Resource) -> bool:
+    """True if one plain read by key (``tables.read_row``) is what this resource's
+    ``get_queryset`` returns for its record: the default one, on a plain manager."""
     from .consumers import Resource  # a cycle at import time
 
     assert resource.model is not None
-    if type(resource).get_queryset is Resource.get_queryset:  # the default manager's records
-        record = tables.read_default(resource.model, resource.pk)
+    return type(resource).get_queryset is Resource.get_queryset and tables.plain_manager(resource.model)
+
+
+def _locks_when_read(resource: Resource) -> bool:
+    """True if ``_visible(resource, lock=True)`` reads the record locked: a plain read, on
+    the database written to."""
+    assert resource.model is not None
+    return _plain_reads(resource) and router.db_for_read(resource.model) == _write_db(resource)
+
+
+def _visible(resource: Resource, lock: bool = False) -> models.Model | None:
+    """The record at this path, if this resource shows it (``get_queryset``, ``allow_record``).
+    ``lock`` (inside the write's transaction): read it locked (``FOR UPDATE``, where the
+    database can) when ``_locks_when_read``, so the write needs no second read."""
+    model = resource.model
+    assert model is not None
+    if _plain_reads(resource):
+        locking = lock and _locks_when_read(resource)
+        record = tables.read_row(model, resource.pk, router.db_for_read(model), for_update=locking)
     else:
         record = resource.get_queryset().filter(pk=resource.pk).first()
     if record is None or not resource._allows(tables.record_value(record)):
@@ -531,17 +549,14 @@ def _write_db(resource: Resource) -> str:
 def _locked(resource: Resource, seen: models.Model | None) -> models.Model:
     """The record at this path, locked until the transaction ends (where the database
     can: not SQLite, whose writers wait for each other anyway); 404 if it is gone.
-    ``seen`` is the record as read already in this transaction: where there is no lock
-    to take it is that record (when it is a whole row of the model), not a second read."""
+    ``seen`` is the record as read already in this transaction (``_visible``): when it
+    was read locked, or there is no lock to take, it is that record (when it is a whole
+    row of the model), not a second read."""
     assert resource.model is not None
     using = _write_db(resource)
-    if (
-        seen is not None
-        and not transaction.get_connection(using).features.has_select_for_update
-        and type(seen) is resource.model
-        and not seen.get_deferred_fields()
-    ):
-        return seen
+    if seen is not None and type(seen) is resource.model and not seen.get_deferred_fields():
+        if _locks_when_read(resource) or not transaction.get_connection(using).features.has_select_for_update:
+            return seen  # read locked already, or there is no lock to take
     manager = resource.model._base_manager.db_manager(using)
     record = manager.select_for_update().filter(pk=resource.pk).first()
     if record is None:

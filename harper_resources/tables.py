@@ -175,9 +175,10 @@ class _RowReader:
         compiler = connection.ops.compiler("SQLCompiler")(Query(model), connection, None)
         self.converters = list(compiler.get_converters([field.get_col(opts.db_table) for field in fields]).items())
 
-    def read(self, pk: Any, using: str, connection: Any) -> models.Model | None:
+    def read(self, pk: Any, using: str, connection: Any, for_update: bool = False) -> models.Model | None:
         with connection.cursor() as cursor:
-            cursor.execute(self.sql, [self.model._meta.pk.get_db_prep_value(pk, connection)])
+            sql = self.sql + " FOR UPDATE" if for_update else self.sql
+            cursor.execute(sql, [self.model._meta.pk.get_db_prep_value(pk, connection)])
             row = cursor.fetchone()
         if row is None:
             return None
@@ -195,26 +196,32 @@ class _RowReader:
 _row_readers: dict[tuple[type[models.Model], str], _RowReader] = {}
 
 
-def read_row(model: type[models.Model], pk: Any, using: str) -> models.Model | None:
+def read_row(model: type[models.Model], pk: Any, using: str, *, for_update: bool = False) -> models.Model | None:
     """The stored row of record ``pk`` as a ``model`` instance (None if there is none),
     read with one plain SELECT: this runs on every save, and building the query through
-    the ORM would cost more than running it."""
+    the ORM would cost more than running it. ``for_update`` locks the row until the
+    transaction ends, where the database can (``select_for_update``)."""
     if model._meta.parents:  # a multi-table child's fields live in several tables
-        return model._base_manager.using(using).filter(pk=pk).first()
+        rows = model._base_manager.using(using)
+        return (rows.select_for_update() if for_update else rows).filter(pk=pk).first()
     connection = connections[using]
     reader = _row_readers.get((model, connection.vendor))
     if reader is None:
         reader = _row_readers[(model, connection.vendor)] = _RowReader(model, connection)
-    return reader.read(pk, using, connection)
+    return reader.read(pk, using, connection, for_update and connection.features.has_select_for_update)
+
+
+def plain_manager(model: type[models.Model]) -> bool:
+    """True if ``model``'s default manager returns every row (its ``get_queryset`` is
+    Django's own), so a row read by key is what that manager would return."""
+    return type(model._default_manager).get_queryset is BaseManager.get_queryset
 
 
 def read_default(model: type[models.Model], pk: Any) -> models.Model | None:
     """``model._default_manager.filter(pk=pk).first()``: by ``read_row`` (one plain
-    SELECT) when that manager returns every row (its ``get_queryset`` is Django's own),
-    else through the ORM."""
-    manager = model._default_manager
-    if type(manager).get_queryset is not BaseManager.get_queryset:
-        return manager.filter(pk=pk).first()
+    SELECT) when that manager returns every row, else through the ORM."""
+    if not plain_manager(model):
+        return model._default_manager.filter(pk=pk).first()
     return read_row(model, pk, router.db_for_read(model))
 
 

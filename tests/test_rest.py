@@ -699,3 +699,27 @@ async def test_a_deeply_nested_body_and_a_huge_offset_are_400_not_500(editor):
     assert (await call("PATCH", f"/dog/{dog.pk}", raw=deep, headers=editor)).status == 400
     huge = await call("GET", f"/dog/?offset={10**30}")
     assert huge.status == 400 and "offset" in huge.json()["errors"]
+
+
+async def test_a_put_reads_the_record_once_before_writing_it(editor, monkeypatch):
+    """One read of the row before the UPDATE: the visibility check's read is the locked
+    one (``SELECT ... FOR UPDATE`` where the database has row locks), not a second read."""
+    from django.db import connection
+    from django.db.backends.utils import CursorWrapper
+
+    dog = await db(Dog.objects.create)(name="Rex")
+    statements: list[str] = []
+    execute = CursorWrapper.execute
+
+    def recording(self, sql, params=None):
+        statements.append(sql)
+        return execute(self, sql, params)
+
+    monkeypatch.setattr(CursorWrapper, "execute", recording)
+    response = await call("PUT", f"/dog/{dog.pk}", {"id": dog.pk, "name": "Rex II"}, headers=editor)
+    assert response.status == 200 and response.json()["name"] == "Rex II"
+    table = f'"{Dog._meta.db_table}"'
+    update = next(i for i, sql in enumerate(statements) if sql.startswith(f"UPDATE {table}"))
+    reads = [sql for sql in statements[:update] if sql.startswith("SELECT") and table in sql]
+    assert len(reads) == 1, reads
+    assert reads[0].endswith("FOR UPDATE") == connection.features.has_select_for_update
