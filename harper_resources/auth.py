@@ -120,8 +120,8 @@ async def header_login(scope: dict[str, Any]) -> tuple[Any, tuple[str, str] | No
 def ResourceAuthMiddlewareStack(inner: Any) -> Any:
     """Session-cookie authentication for browsers, HTTP Basic or Bearer for other clients:
     ``handshake.ResourceAuthMiddleware`` (one middleware, one database hop for a session
-    login; see there what the scope holds). HTTP scopes get Channels'
-    ``AuthMiddlewareStack`` around ``BasicAuthMiddleware``."""
+    login and none without one, for WebSocket and HTTP scopes alike; see there what the
+    scope holds)."""
     from .handshake import ResourceAuthMiddleware
 
     return ResourceAuthMiddleware(inner)

@@ -5,12 +5,13 @@
   ``CookieMiddleware``, ``SessionMiddleware`` and ``AuthMiddleware`` plus our
   ``BasicAuthMiddleware`` did: ``Authorization: Basic``/``Bearer`` when sent (and then no
   session read at all), else the session cookie: the session and its user are read in
-  ONE ``database_sync_to_async`` call. Other scope types (HTTP) go through Channels' stack.
+  ONE ``database_sync_to_async`` call. HTTP requests (REST, event streams) the same way:
+  none of them writes the session, so Channels' session-saving ``send`` is not needed.
 - ``allow(check, user)``: calls ``allow_read``: an ``async def`` on the event loop, a
   ``def`` whose body is only ``return <constant>`` (``return True``) directly, any other
   ``def`` in a thread (``database_sync_to_async``), where it may use the database.
 
-What an inner application finds in the scope (WebSocket):
+What an inner application finds in the scope (WebSocket and HTTP):
 
 - ``scope["user"]``: the user (a model instance, never a lazy object), or ``AnonymousUser``;
 - ``scope["session"]``: a ``SessionStore`` of the cookie's session key (None when there is
@@ -31,7 +32,6 @@ import types
 from importlib import import_module
 from typing import Any
 
-from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model, load_backend
@@ -147,11 +147,10 @@ class ResourceAuthMiddleware:
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
-        self.http = AuthMiddlewareStack(auth.BasicAuthMiddleware(inner))
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        if scope.get("type") != "websocket":
-            return await self.http(scope, receive, send)
+        if scope.get("type") not in ("websocket", "http"):
+            return await self.inner(scope, receive, send)
         cookies = _cookies(scope)
         key = cookies.get(django_settings.SESSION_COOKIE_NAME)
         scope = dict(scope, cookies=cookies)
