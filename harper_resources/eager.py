@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import sys
 from collections.abc import Awaitable, Generator
 from typing import TYPE_CHECKING, Any
 
-from .streams import Send, asgi_message
+from .streams import Frame, Send, asgi_message
 
 if TYPE_CHECKING:
     from .codecs import Codec
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 
 #: Whether a task can be given its Context (3.11+) and entered from outside (CPython).
 SUPPORTED = sys.version_info >= (3, 11) and hasattr(asyncio.tasks, "_enter_task")
+if SUPPORTED:
+    _current_tasks: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] = asyncio.tasks._current_tasks  # type: ignore[attr-defined]
+    _enter_task, _leave_task = asyncio.tasks._enter_task, asyncio.tasks._leave_task
 
 
 class Resumption:
@@ -86,7 +90,7 @@ class DirectSend:
     """``Stream._direct`` for one connection: write ``item`` now as ``task`` (the writer)
     would. Returns False, taking nothing, where it cannot (inside another task)."""
 
-    __slots__ = ("_codec", "_context", "_loop", "_send", "_stream", "_task")
+    __slots__ = ("_async", "_codec", "_context", "_loop", "_send", "_stream", "_task", "_text")
 
     def __init__(
         self,
@@ -98,23 +102,31 @@ class DirectSend:
     ) -> None:
         self._stream = stream
         self._send = send
+        self._async = inspect.iscoroutinefunction(send)
         self._codec = codec
+        self._text = codec is None or not codec.binary  # a Frame goes out as its JSON text
         self._task = task
         self._context = context
         self._loop = task.get_loop()
 
     def __call__(self, item: Any) -> bool:
         loop = self._loop
-        if asyncio.current_task(loop) is not None:
+        if _current_tasks.get(loop) is not None:  # asyncio.current_task(loop), without the call
             return False
-        message = asgi_message(item, self._codec)
-        if message is None:
-            return True  # not encodable: logged, and dropped as the writer would
+        if self._text and type(item) is Frame:
+            message: dict[str, Any] = {"type": "websocket.send", "text": item.text}
+        else:
+            encoded = asgi_message(item, self._codec)
+            if encoded is None:
+                return True  # not encodable: logged, and dropped as the writer would
+            message = encoded
         stream = self._stream
         task = self._task
-        asyncio.tasks._enter_task(loop, task)
+        _enter_task(loop, task)
         try:
-            coro = self._context.run(self._send, message)
+            # An async def send only makes its coroutine here (it runs below, in the
+            # writer's context); any other callable runs in that context at once.
+            coro = self._send(message) if self._async else self._context.run(self._send, message)
             step = getattr(coro, "send", None)
             if step is None:  # an awaitable that is no coroutine: the writer awaits it
                 stream._suspended(coro)
@@ -129,4 +141,4 @@ class DirectSend:
             stream._suspended(Resumption(coro, waiting_for))
             return True
         finally:
-            asyncio.tasks._leave_task(loop, task)
+            _leave_task(loop, task)
