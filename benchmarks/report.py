@@ -105,6 +105,7 @@ def render_report(results, save_results, layers, arms, seconds, command, version
     lines += ["", "## Targets (ratios within this run; issue #13 for round 2)", ""]
     lines += ["| target | layer | figure | met |", "| --- | --- | --- | --- |"]
     capacity = "fan-out capacity, 1000 subscribers"
+    fixed = "fan-out at 20 changes/s, 1000 subscribers"
     latency = "latency, 1000 subscribers, 1 change/s"
     memory = "idle memory, 1k connections"
     many = next((scenario for (scenario, _, _) in results if scenario.startswith("1000 records")), "")
@@ -121,6 +122,12 @@ def render_report(results, save_results, layers, arms, seconds, command, version
                 ratio(results, capacity, layer, "server_us_per_delivery", B, C),
                 5.0,
                 "B/C",
+            ),
+            (
+                "server CPU/delivery at 20 changes/s <= 1.5x A",
+                ratio(results, fixed, layer, "server_us_per_delivery", C, A),
+                1.5,
+                "C/A",
             ),
             ("fan-out p99 at 1000 subs <= 1.4x A", ratio(results, latency, layer, "p99_ms", C, A), 1.4, "C/A"),
             ("idle memory/connection <= 1.5x A", ratio(results, memory, layer, "kib_per_connection", C, A), 1.5, "C/A"),
