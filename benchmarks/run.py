@@ -178,17 +178,18 @@ async def warm_up(trigger: Trigger, query: str = "topic=1") -> None:
     await asyncio.sleep(0.2)
 
 
-async def scenario_latency(arm: Arm, server: Server, n_subs: int, changes: int, interval: float) -> dict[str, Any]:
-    tracker = Tracker(expected=n_subs)
-    subs = await subscribe(server.port, [arm.ws.format(rec=1)] * n_subs, tracker.on_seq)
-    await asyncio.sleep(0.5)
-    trigger = Trigger(server.port, arm.trigger, arm.trigger_headers)
-    await warm_up(trigger)
+async def one_change_at_a_time(
+    trigger: Trigger, subs: list[Any], tracker: Tracker, query: str, changes: int, interval: float
+) -> dict[str, Any]:
+    """After a warm-up, ``changes`` changes of record 1, each waited for until all of
+    ``subs`` got it (at most 10 s) and ``interval`` seconds apart; then close ``trigger``
+    and ``subs``. Latency p50/p99 and lost frames. Shared by every arm's latency scenario."""
+    await warm_up(trigger, query)
     for _ in range(changes):
         began = time.perf_counter()
         seq = next_seq()
         waiter = tracker.start(seq)
-        await trigger.post(record(1, seq), "topic=1")
+        await trigger.post(record(1, seq), query)
         try:
             await asyncio.wait_for(waiter, 10)
         except asyncio.TimeoutError:  # on 3.10 not the builtin TimeoutError
@@ -199,6 +200,14 @@ async def scenario_latency(arm: Arm, server: Server, n_subs: int, changes: int, 
     await close_all(subs)
     lat = tracker.latencies_ms()
     return {"p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99), "lost": tracker.lost()}
+
+
+async def scenario_latency(arm: Arm, server: Server, n_subs: int, changes: int, interval: float) -> dict[str, Any]:
+    tracker = Tracker(expected=n_subs)
+    subs = await subscribe(server.port, [arm.ws.format(rec=1)] * n_subs, tracker.on_seq)
+    await asyncio.sleep(0.5)
+    trigger = Trigger(server.port, arm.trigger, arm.trigger_headers)
+    return await one_change_at_a_time(trigger, subs, tracker, "topic=1", changes, interval)
 
 
 async def saturate(

@@ -113,27 +113,12 @@ async def capacity(transport: str, port: int, n_subs: int, duration: float, wind
 
 
 async def latency(transport: str, port: int, n_subs: int, changes: int, server: Any) -> dict[str, Any]:
-    from benchmarks.run import Tracker, close_all, next_seq, pct, record
+    from benchmarks.run import Tracker, one_change_at_a_time
 
     tracker = Tracker(expected=n_subs)
     subs = await OPENERS[transport](port, ["/c/dog/1"] * n_subs, tracker.on_seq)
     await asyncio.sleep(0.5)
-    trigger = Trigger(port, "/c/trigger")
-    for _ in range(changes):
-        began = time.perf_counter()
-        seq = next_seq()
-        waiter = tracker.start(seq)
-        await trigger.post(record(1, seq), "")
-        try:
-            await asyncio.wait_for(waiter, 10)
-        except asyncio.TimeoutError:
-            pass
-        await asyncio.sleep(max(0.0, 0.2 - (time.perf_counter() - began)))
-    await asyncio.sleep(0.5)
-    trigger.close()
-    await close_all(subs)
-    lat = tracker.latencies_ms()
-    return {"p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99), "lost": tracker.lost()}
+    return await one_change_at_a_time(Trigger(port, "/c/trigger"), subs, tracker, "", changes, 0.2)
 
 
 async def idle_memory(transport: str, port: int, n: int, server: Any) -> dict[str, Any]:
