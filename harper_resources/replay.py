@@ -18,9 +18,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from asgiref.sync import sync_to_async
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from . import capture, changelog, executors, metrics, protocol, tables
+from . import capture, changelog, metrics, protocol, tables
 from .conf import settings
 from .streams import Frame
 
@@ -37,25 +38,17 @@ MAX_GAPS = 10_000
 PRUNE_SECONDS = 60.0
 
 
-#: This process's change-log reader: one thread, shared by its hubs.
-_reader_thread = executors.ProcessPool("harper-replay", lambda: 1)
-
-
 async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
-    """Run a database call in the change-log reader thread, not the thread that
-    ``database_sync_to_async`` shares with every handshake. The thread keeps its
-    database connections between calls (it reads every ``REPLAY_INTERVAL``, and on every
-    NOTIFY under load: connecting each time would cost more than the reads); one that
-    failed is closed, and opened again by the next call."""
+    """Run a database call in a worker thread of its own, not the thread that
+    ``database_sync_to_async`` shares with every handshake."""
 
     def call() -> T:
         try:
             return fn(*args)
-        except Exception:
-            connections.close_all()
-            raise
+        finally:
+            connections.close_all()  # this thread's: a poll a second needs no idle connection
 
-    return await asyncio.get_running_loop().run_in_executor(_reader_thread(), call)
+    return await sync_to_async(call, thread_sensitive=False)()
 
 
 async def run(hub: Hub, using: str = DEFAULT_DB_ALIAS) -> None:
@@ -66,14 +59,6 @@ async def run(hub: Hub, using: str = DEFAULT_DB_ALIAS) -> None:
     except Exception:
         metrics.throttled_warning("replay_failed", "harper_resources: cannot read the change log", exc_info=True)
         return
-    try:
-        await _replay(hub, using, interval, last_id)
-    finally:
-        # The hub stopped (no listeners left): no connection stays open for it.
-        _reader_thread().submit(connections.close_all)
-
-
-async def _replay(hub: Hub, using: str, interval: float, last_id: int) -> None:
     gaps: dict[int, float] = {}
     next_prune = time.monotonic() + PRUNE_SECONDS
     wake = asyncio.Event()
