@@ -1,7 +1,8 @@
-"""One settings facade: every setting is read from django.conf.settings on access.
-
-Reading lazily means ``override_settings`` works in tests without extra code.
-Names and defaults are documented in the README ("Settings").
+"""One settings facade: each setting is read from django.conf.settings at its first use
+and kept (the hot paths read several per frame), until Django's ``setting_changed``
+signal says it changed, so ``override_settings`` (and pytest-django's ``settings``
+fixture) work in tests without extra code. Names and defaults are documented in the
+README ("Settings").
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings as django_settings
+from django.core.signals import setting_changed
 
 DEFAULTS: dict[str, Any] = {
     # Alias in CHANNEL_LAYERS that carries changes between processes.
@@ -68,9 +70,24 @@ class Settings:
     """Attribute access to ``HARPER_RESOURCES_<NAME>`` with the defaults above."""
 
     def __getattr__(self, name: str) -> Any:
+        # Called only for a setting not read yet: the value is kept in the instance.
         if name not in DEFAULTS:
             raise AttributeError(f"unknown harper_resources setting {name!r}")
-        return getattr(django_settings, PREFIX + name, DEFAULTS[name])
+        value = getattr(django_settings, PREFIX + name, DEFAULTS[name])
+        self.__dict__[name] = value
+        return value
+
+    def forget(self, name: str) -> None:
+        """Read setting ``name`` (without the prefix) again at its next use."""
+        self.__dict__.pop(name, None)
 
 
 settings = Settings()
+
+
+def _setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting.startswith(PREFIX):
+        settings.forget(setting[len(PREFIX) :])
+
+
+setting_changed.connect(_setting_changed)

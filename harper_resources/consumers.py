@@ -18,14 +18,13 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
-from channels.db import database_sync_to_async
 from channels.exceptions import InvalidChannelLayerError, StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_permission_codename
-from django.db import models
+from django.db import models, router
 
-from . import broadcast, changelog, closing, codecs, eager, handshake, metrics, protocol, reauth, tables, versions
+from . import broadcast, changelog, closing, codecs, eager, executors, handshake, metrics, protocol, reauth, tables, versions
 from .auth import AUTH_FAILED
 from .conf import settings
 from .exceptions import BadRequest, CloseConnection, Forbidden, InvalidStream, NotLoggedIn, ResourceNotFound
@@ -380,7 +379,7 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
         try:
             # Read after subscribing, so no change falls between the two; live frames
             # wait (held) and go out after these, minus states these already show.
-            first, known = await _first_read_in_thread(self) if self.model is not None else ([], [])
+            first, known = await executors.handshake_reads.run(_first_read, self) if self.model is not None else ([], [])
         except Exception:
             logger.exception("harper_resources: could not read the first frames of %s", self.scope.get("path"))
             stream.close(*SERVER_ERROR)
@@ -393,6 +392,8 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
         ones included, for the collection those of the last ``KNOWN_WINDOW`` ms), as
         frames that carry only a record and a version: a state older than those,
         arriving later, is stale whatever the first frames showed."""
+        if self.id is not None and self.options == protocol.NO_OPTIONS and self._reads_by_key():
+            return self._first_read_of_record()
         queryset = self.get_queryset()
         using = queryset.db
         table = self.table_name()
@@ -402,6 +403,32 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
             recent = versions.recent(using, table, key, protocol.now_ms() - KNOWN_WINDOW)
         known = [Frame("", protocol.record_group(table, k), version) for k, version in recent.items()]
         return first, known
+
+    def _reads_by_key(self) -> bool:
+        """True if this resource's record is its default manager's row by key (no
+        ``get_queryset`` of its own), so ``_first_read_of_record`` may read it."""
+        return type(self).get_queryset is Resource.get_queryset
+
+    def _first_read_of_record(self) -> tuple[list[Frame], list[Frame]]:
+        """``_first_read`` of one record without options, in two plain reads and no
+        transaction: its stored version first, then its row. A change committed between
+        the two shows in the row but not in the version read, so the first frame may
+        carry an older version than the state it shows; that change's own frame then
+        arrives too (its version is newer), and the client ends on the stored state.
+        Read the other way round, a state could carry a version newer than itself and
+        the frame of the newer state would be dropped as stale."""
+        model = type(self).model
+        assert model is not None
+        table = self.table_name()
+        key = tables.key(self.pk)
+        group = protocol.record_group(table, key)
+        version = versions.of(router.db_for_read(model), table, key)
+        record = tables.read_default(model, self.pk)
+        known = [] if version is None else [Frame("", group, version)]
+        if record is None:
+            return [], known
+        stored = 0.0 if version is None else version
+        return [Frame(tables.put_frame(record, stored), group, stored)], known
 
     def _first_frames(self, queryset: models.QuerySet[Any]) -> list[Frame]:
         """What the stream sends before live changes, as the subscription options ask
@@ -913,11 +940,6 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
 
 def _first_read(resource: Resource) -> tuple[list[Frame], list[Frame]]:
     return resource._first_read()
-
-
-#: Built once: making a ``database_sync_to_async`` wrapper per connection costs more than
-#: the thread hop it makes.
-_first_read_in_thread = database_sync_to_async(_first_read)
 
 
 class _Listener:

@@ -6,8 +6,9 @@
 - ``authenticate(username, password)``: Django's ``authenticate()`` in a small thread
   pool of its own (``HARPER_RESOURCES_PASSWORD_HASH_THREADS`` threads): at most that
   many passwords are hashed at once, and further checks wait their turn in that pool.
-  The thread ``database_sync_to_async`` shares (sessions, ``allow_read``, first reads)
-  never runs a hasher, so wrong passwords never delay other connections.
+  Neither the handshake thread (``executors.handshake_reads``: sessions, first reads)
+  nor the one ``database_sync_to_async`` shares (``allow_read``) ever runs a hasher, so
+  wrong passwords never delay other connections.
 - ``check_basic(username, password)``: ``authenticate`` behind a cache of verified
   credentials (``HARPER_RESOURCES_AUTH_CACHE_SECONDS``). The key is a keyed digest of
   username and password; the value the user id and the password fingerprint, re-checked

@@ -5,7 +5,7 @@
   ``CookieMiddleware``, ``SessionMiddleware`` and ``AuthMiddleware`` plus our
   ``BasicAuthMiddleware`` did: ``Authorization: Basic``/``Bearer`` when sent (and then no
   session read at all), else the session cookie: the session and its user are read in
-  ONE ``database_sync_to_async`` call. HTTP requests (REST, event streams) the same way:
+  ONE call on the handshake thread (``executors.handshake_reads``). HTTP requests (REST, event streams) the same way:
   none of them writes the session, so Channels' session-saving ``send`` is not needed.
 - ``allow(check, user)``: calls ``allow_read``: an ``async def`` on the event loop, a
   ``def`` whose body is only ``return <constant>`` (``return True``) directly, any other
@@ -42,7 +42,7 @@ from django.http import parse_cookie
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
-from . import auth, tables
+from . import auth, executors, tables
 
 
 def session_store(key: str | None) -> Any:
@@ -129,8 +129,6 @@ def load_session(store: Any) -> dict[str, Any]:
     return decoded
 
 
-#: Built once: making a ``database_sync_to_async`` wrapper costs more than the call.
-_session_user_in_thread = database_sync_to_async(session_user)
 
 
 def _cookies(scope: dict[str, Any]) -> dict[str, str]:
@@ -169,7 +167,7 @@ class ResourceAuthMiddleware:
             # Channels' AuthMiddleware keeps it.
             scope.setdefault("session", session_store(key))
         elif key:
-            store, user = await _session_user_in_thread(key)
+            store, user = await executors.handshake_reads.run(session_user, key)
             scope["session"] = store
             scope["user"] = _anonymous() if user is None else user
         else:

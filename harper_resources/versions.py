@@ -143,6 +143,13 @@ def stored(using: str, table: str, keys: Iterable[str]) -> dict[str, float]:
     return found
 
 
+def of(using: str, table: str, key: str) -> float | None:
+    """The stored version of record ``key`` of ``table`` (deleted or not), None if it has
+    none. One query."""
+    rows = _rows(using, "{table} = %s AND {key} = %s", [table, stored_key(key)])
+    return rows[0][1] if rows else None
+
+
 def recent(using: str, table: str, key: str | None, after: float) -> dict[str, float]:
     """Stored versions, deleted records included: of ``key`` whatever its age, or of the
     records of ``table`` changed after version ``after``. Keys too long for the column

@@ -16,7 +16,7 @@ from django.urls import path
 from django.utils import timezone
 from django.utils.functional import LazyObject
 
-from harper_resources import Resource, handshake
+from harper_resources import Resource, executors, handshake
 from harper_resources.auth import ResourceAuthMiddlewareStack
 from harper_resources.routing import ResourceRouter
 from project.dogs.models import Dog
@@ -74,17 +74,23 @@ application = ResourceAuthMiddlewareStack(
 
 @pytest.fixture
 def hops(monkeypatch):
-    """The functions the server sends to the database thread
-    (``database_sync_to_async``), by name, in order."""
+    """The functions the server sends to a database thread (``database_sync_to_async``
+    or the handshake thread, ``executors.handshake_reads``), by name, in order."""
     sent: list[str] = []
     call = SyncToAsync.__call__
+    run = executors.DatabaseThread.run
 
     async def counting(self, *args, **kwargs):
         if isinstance(self, DatabaseSyncToAsync) and self.func.__module__ != "tests.conftest":
             sent.append(self.func.__name__)
         return await call(self, *args, **kwargs)
 
+    async def counting_run(self, fn, *args):
+        sent.append(fn.__name__)
+        return await run(self, fn, *args)
+
     monkeypatch.setattr(SyncToAsync, "__call__", counting)
+    monkeypatch.setattr(executors.DatabaseThread, "run", counting_run)
     return sent
 
 

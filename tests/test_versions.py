@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection, transaction
 from django.db.models import F
 
-from harper_resources import broadcast, metrics, protocol, versions
+from harper_resources import broadcast, metrics, protocol, tables, versions
 from harper_resources.models import RecordVersion
 from project.dogs.models import Dog
 from tests.conftest import db
@@ -148,6 +148,33 @@ async def test_a_delete_committed_while_a_narrowed_stream_reads_its_first_frames
     delete = await client.receive(timeout=10)
     assert (put["type"], delete["type"]) == ("put", "delete"), "the client must not keep a deleted dog"
     assert delete["version"] > put["version"]
+
+
+async def test_a_change_committed_between_the_first_reads_version_and_row_still_arrives(ws, monkeypatch):
+    """A record's first read takes its version, then its row, outside a transaction; a
+    save that commits between the two shows in the row under the older version, and
+    its own frame follows: the page ends on the stored state and version."""
+    dog = await db(Dog.objects.create)(name="Rex", age=1)
+    read_default = tables.read_default
+    saved = []
+
+    def save_meanwhile(model, pk):
+        if model is Dog and not saved:
+            changed = Dog.objects.get(pk=pk)
+            changed.age = 2
+            changed.save()
+            saved.append(changed)
+        return read_default(model, pk)
+
+    monkeypatch.setattr(tables, "read_default", save_meanwhile)
+    client = await ws(f"/dog/{dog.pk}")
+    first = await client.receive()
+    assert saved and first["value"]["age"] == 2, "the row is read after the save committed"
+    live = await client.receive()
+    assert live["value"]["age"] == 2 and live["version"] > first["version"], "the save's own frame is not stale"
+    stored = await db(RecordVersion.objects.get)(table=tables.table_name(Dog), key=str(dog.pk))
+    assert live["version"] == stored.version
+    assert await client.nothing(), "and nothing after it"
 
 
 async def test_a_multi_table_child_save_reaches_the_parent_tables_subscribers(ws):
