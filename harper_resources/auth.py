@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Awaitable
 from typing import Any
+from urllib.parse import urlparse
 
-from channels.security.websocket import AllowedHostsOriginValidator
+from asgiref.sync import markcoroutinefunction
+from channels.security.websocket import AllowedHostsOriginValidator, WebsocketDenier
 from channels.security.websocket import OriginValidator as ChannelsOriginValidator
 
 from . import credentials, tokens
@@ -94,6 +97,12 @@ class BasicAuthMiddleware:
         return await self.inner(scope, receive, send)
 
 
+def sends_credentials(scope: dict[str, Any]) -> bool:
+    """Does the request send an ``Authorization: Basic`` or ``Bearer`` header (well formed
+    or not)? Exactly when ``header_login`` returns something other than None."""
+    return _basic_credentials(scope) is not None or _bearer_token(scope) is not None
+
+
 async def header_login(scope: dict[str, Any]) -> tuple[Any, tuple[str, str] | None] | None:
     """The login of an ``Authorization: Basic`` or ``Bearer`` header: None without such a
     header; ``(None, None)`` when its credentials are wrong, malformed or expired; else
@@ -140,6 +149,24 @@ class NonBrowserOriginValidator(ChannelsOriginValidator):  # type: ignore[misc]
         if parsed_origin is None:
             return True
         return bool(super().valid_origin(parsed_origin))
+
+    @markcoroutinefunction
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
+        """Channels' check, answered at once: the application's coroutine (or the
+        denier's) is returned, not awaited in one of this validator's own, so an open
+        socket keeps no frame of it."""
+        if scope["type"] != "websocket":
+            raise ValueError("You cannot use OriginValidator on a non-WebSocket connection")
+        parsed_origin = None
+        for name, value in scope.get("headers", ()):
+            if name == b"origin":
+                try:
+                    parsed_origin = urlparse(value.decode("latin1"))
+                except UnicodeDecodeError:
+                    pass
+        if self.valid_origin(parsed_origin):
+            return self.application(scope, receive, send)  # type: ignore[no-any-return]
+        return WebsocketDenier()(scope, receive, send)  # type: ignore[no-any-return]
 
 
 def OriginValidator(inner: Any) -> NonBrowserOriginValidator:

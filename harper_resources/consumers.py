@@ -18,13 +18,27 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
+from asgiref.sync import markcoroutinefunction
 from channels.exceptions import InvalidChannelLayerError, StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_permission_codename
 from django.db import models, router
 
-from . import broadcast, changelog, closing, codecs, eager, executors, handshake, metrics, protocol, reauth, tables, versions
+from . import (
+    broadcast,
+    changelog,
+    closing,
+    codecs,
+    eager,
+    executors,
+    handshake,
+    metrics,
+    protocol,
+    reauth,
+    tables,
+    versions,
+)
 from .auth import AUTH_FAILED
 from .conf import settings
 from .exceptions import BadRequest, CloseConnection, Forbidden, InvalidStream, NotLoggedIn, ResourceNotFound
@@ -153,8 +167,20 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
     #: The writer task's Context, which eager sends enter too (None: no eager sends).
     _writer_context: contextvars.Context | None = None
 
-    # ``as_asgi(**initkwargs)`` is Channels': a new instance per connection, the
-    # initkwargs set as attributes by ``__init__``.
+    @classmethod
+    def as_asgi(cls, **initkwargs: Any) -> Any:
+        """Channels' ``as_asgi``: an ASGI app that makes a new instance per connection
+        (``initkwargs`` set as attributes by ``__init__``). It returns the instance's
+        coroutine instead of awaiting it in one of its own, so an open socket keeps no
+        frame of it; it is marked as a coroutine function for servers that check."""
+
+        def app(scope: Any, receive: Receive, send: Send) -> Awaitable[None]:
+            return cls(**initkwargs)(scope, receive, send)
+
+        app.consumer_class = cls  # type: ignore[attr-defined]
+        app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
+        functools.update_wrapper(app, cls, updated=())
+        return markcoroutinefunction(app)
 
     @property
     def channel_layer(self) -> Any:
@@ -379,7 +405,7 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
         try:
             # Read after subscribing, so no change falls between the two; live frames
             # wait (held) and go out after these, minus states these already show.
-            first, known = await executors.handshake_reads.run(_first_read, self) if self.model is not None else ([], [])
+            first, known = ([], []) if self.model is None else await executors.handshake_reads.run(_first_read, self)
         except Exception:
             logger.exception("harper_resources: could not read the first frames of %s", self.scope.get("path"))
             stream.close(*SERVER_ERROR)
@@ -873,6 +899,8 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
                             except CLIENT_GONE as exc:  # the client is gone
                                 outgoing._send_failed(exc)
                                 return
+                    # Dropped before waiting: an idle connection keeps no frame it sent.
+                    batch = item = message = None
                 elif outgoing.closed:
                     return
                 else:

@@ -29,9 +29,11 @@ import dis
 import functools
 import inspect
 import types
+from collections.abc import Awaitable
 from importlib import import_module
 from typing import Any
 
+from asgiref.sync import markcoroutinefunction
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model, load_backend
@@ -129,8 +131,6 @@ def load_session(store: Any) -> dict[str, Any]:
     return decoded
 
 
-
-
 def _cookies(scope: dict[str, Any]) -> dict[str, str]:
     for name, value in scope.get("headers", ()):
         if name == b"cookie":
@@ -146,12 +146,32 @@ class ResourceAuthMiddleware:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+    @markcoroutinefunction
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[Any]:
+        """The inner application's coroutine, with the login in its scope. Without a
+        cookie or an ``Authorization`` header it is returned at once; otherwise a
+        coroutine that logs in first. Either way an open socket keeps neither a frame
+        of this middleware nor the scope copies it made along the way."""
         if scope.get("type") not in ("websocket", "http"):
-            return await self.inner(scope, receive, send)
+            return self.inner(scope, receive, send)  # type: ignore[no-any-return]
         cookies = _cookies(scope)
         key = cookies.get(django_settings.SESSION_COOKIE_NAME)
         scope = dict(scope, cookies=cookies)
+        sends_credentials = auth.sends_credentials(scope)
+        if scope.get("user") is not None and not sends_credentials:
+            # Set by an outer middleware or a test (ResourceCommunicator's user=): kept, as
+            # Channels' AuthMiddleware keeps it.
+            scope.setdefault("session", session_store(key))
+        elif key or sends_credentials:
+            return self._log_in(scope, key, receive, send)
+        else:
+            scope["session"] = session_store(None)
+            scope["user"] = _anonymous()
+        return self.inner(scope, receive, send)  # type: ignore[no-any-return]
+
+    async def _log_in(self, scope: dict[str, Any], key: str | None, receive: Any, send: Any) -> Any:
+        """Log in from the Basic or Bearer header (which wins when sent), else from the
+        session cookie ``key`` (no user in the scope yet), then run the inner application."""
         login = await auth.header_login(scope)
         if login is not None:
             user, credential = login
@@ -162,18 +182,13 @@ class ResourceAuthMiddleware:
             else:
                 scope["user"] = user
                 scope[auth.AUTH_CREDENTIAL] = credential
-        elif scope.get("user") is not None:
-            # Set by an outer middleware or a test (ResourceCommunicator's user=): kept, as
-            # Channels' AuthMiddleware keeps it.
-            scope.setdefault("session", session_store(key))
-        elif key:
+        else:  # no Basic or Bearer header: the session cookie's
             store, user = await executors.handshake_reads.run(session_user, key)
             scope["session"] = store
             scope["user"] = _anonymous() if user is None else user
-        else:
-            scope["session"] = session_store(None)
-            scope["user"] = _anonymous()
-        return await self.inner(scope, receive, send)
+        application = self.inner(scope, receive, send)
+        del scope, login  # the application holds what it needs of them
+        return await application
 
 
 _PASS = frozenset({"RESUME", "NOP", "CACHE", "EXTENDED_ARG"})

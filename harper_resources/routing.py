@@ -3,8 +3,10 @@ and ``resource_application``: one list of resource routes served over WebSocket 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
+from asgiref.sync import markcoroutinefunction
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.urls import Resolver404, re_path
 
@@ -28,10 +30,52 @@ async def not_found(scope: Any, receive: Any, send: Any) -> None:
 
 
 class ResourceRouter(URLRouter):  # type: ignore[misc]
-    """``URLRouter(routes)`` that answers any other WebSocket path with close 4404."""
+    """``URLRouter(routes)`` that answers any other WebSocket path with close 4404.
+
+    It routes as ``URLRouter`` does (the route's application gets a copy of the scope
+    with ``path_remaining`` and ``url_route``), but returns that application's coroutine
+    instead of awaiting it in one of its own: an open socket keeps no frame of the
+    router (nor the scope it was given)."""
 
     def __init__(self, routes: list[Any]) -> None:
         super().__init__([*routes, re_path(r"", not_found)])  # type: ignore[arg-type]
+
+    @markcoroutinefunction
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
+        return _route(self, scope, receive, send)
+
+
+def _route(router: URLRouter, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
+    """``URLRouter.__call__``'s routing, done at once: the matching route's application
+    called (not awaited) with the routed scope. A nested ``URLRouter`` is routed here
+    too, so a path it does not know tries the next route, as in Channels."""
+    path = scope.get("path_remaining", scope.get("path", None))
+    if path is None:
+        raise ValueError("No 'path' key in connection scope, cannot route URLs")
+    if "path_remaining" not in scope:  # the outermost router: handle root_path
+        root_path = scope.get("root_path", "")
+        if root_path and not path.startswith(root_path):
+            raise ValueError(f"No route found for path {path!r}.")
+        path = path[len(root_path) :]
+    path = path.lstrip("/")
+    for route in router.routes:
+        try:
+            match = route.pattern.match(path)
+            if match:
+                new_path, args, kwargs = match
+                kwargs.update(route.default_args)
+                outer = scope.get("url_route", {})
+                url_route = {"args": outer.get("args", ()) + args, "kwargs": {**outer.get("kwargs", {}), **kwargs}}
+                routed = dict(scope, path_remaining=new_path, url_route=url_route)
+                application: Any = route.callback
+                if type(application).__call__ in (URLRouter.__call__, ResourceRouter.__call__):
+                    return _route(application, routed, receive, send)
+                return application(routed, receive, send)  # type: ignore[no-any-return]
+        except Resolver404:
+            pass
+    if "path_remaining" in scope:
+        raise Resolver404(f"No route found for path {path!r}.")
+    raise ValueError(f"No route found for path {path!r}.")
 
 
 def _is_resource(application: Any) -> bool:
