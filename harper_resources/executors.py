@@ -46,13 +46,15 @@ class DatabaseThread:
     contextvars, between two ``close_old_connections()`` (as Channels'
     ``database_sync_to_async`` does), and returns its result or raises its exception.
     Cheaper on the event loop than ``database_sync_to_async``: one queue put and one
-    wake-up, no executor future and no context sync-back. A call whose caller is
-    cancelled still runs (reads only: its result is dropped). Made at first use in each
-    process, like ``ProcessPool``."""
+    wake-up, no executor future and no context sync-back. When the caller is cancelled,
+    a call not started yet is dropped and a running one ends first (its result is
+    dropped), as with ``database_sync_to_async``. Made at first use in each process,
+    like ``ProcessPool``."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._queue: queue.SimpleQueue[Any] | None = None
+        self._not_started: set[asyncio.Future[Any]] = set()
         self._pid = 0
         self._lock = threading.Lock()
 
@@ -64,21 +66,45 @@ class DatabaseThread:
             if self._queue is None or self._pid != os.getpid():
                 self._queue = queue.SimpleQueue()
                 self._pid = os.getpid()
-                threading.Thread(target=_work, args=(self._queue,), name=self.name, daemon=True).start()
+                self._not_started = set()
+                threading.Thread(
+                    target=_work, args=(self._queue, self._not_started), name=self.name, daemon=True
+                ).start()
             return self._queue
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs().put((loop, future, contextvars.copy_context(), fn, args))
-        return await future
+        jobs = self._jobs()  # first: a new process gets a new set too
+        self._not_started.add(future)
+        jobs.put((loop, future, contextvars.copy_context(), fn, args))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # As database_sync_to_async does: a call not started yet never starts; one
+            # running ends before the cancellation goes on, so nothing it holds outlives
+            # the caller's task. (set.remove is atomic: the thread takes a call the same way.)
+            try:
+                self._not_started.remove(future)
+            except KeyError:
+                while not future.done():
+                    try:
+                        await asyncio.shield(future)
+                    except asyncio.CancelledError:
+                        pass
+            raise
 
 
-def _work(jobs: queue.SimpleQueue[Any]) -> None:
+def _work(jobs: queue.SimpleQueue[Any], not_started: set[asyncio.Future[Any]]) -> None:
     from django.db import close_old_connections
 
     while True:
         loop, future, context, fn, args = jobs.get()
+        try:
+            not_started.remove(future)
+        except KeyError:  # its caller was cancelled before it started
+            del loop, future, context, fn, args
+            continue
         error: BaseException | None = None
         result = None
         try:

@@ -96,8 +96,8 @@ class DogSocketTests(TransactionTestCase):
 class DogBroadcastInTestCaseTests(TestCase):
     """In a TestCase nothing commits: a save's broadcast waits for an on_commit that never
     comes. captureOnCommitCallbacks shows it queued, and with execute=True runs it. (A
-    socket cannot be opened here: Channels' database_sync_to_async closes the
-    connection that holds the TestCase's transaction. Use TransactionTestCase.)"""
+    socket does not work here: its first read runs on a connection of its own that
+    cannot see the TestCase's uncommitted rows. Use TransactionTestCase.)"""
 
     def test_a_save_queues_its_broadcast_for_the_commit(self):
         with self.captureOnCommitCallbacks(execute=False) as callbacks:
