@@ -63,6 +63,19 @@ def on_post_delete(sender: type[models.Model], instance: models.Model, using: st
 
 #: Set on a database connection once it has versioned a change (the app's table is there).
 _VERSIONS_OK = "_harper_resources_versions_ok"
+#: Set on a database connection by each change it versions: ``(model, key, row read back)``
+#: (``take_saved_row``).
+_SAVED_ROW = "_harper_resources_saved_row"
+
+
+def take_saved_row(using: str) -> tuple[type[models.Model], str, models.Model | None] | None:
+    """What the last change versioned on this thread's connection to ``using`` read back,
+    ``(model, key, row)`` (row None for a delete), and forget it; None if nothing since
+    the last call. A REST write answers with that row: the state its subscribers get,
+    read in its own transaction, without reading it again."""
+    connection = transaction.get_connection(using)
+    saved: tuple[type[models.Model], str, models.Model | None] | None = connection.__dict__.pop(_SAVED_ROW, None)
+    return saved
 
 
 def _record_change(model: type[models.Model], pk: Any, using: str, *, deleted: bool) -> None:
@@ -111,6 +124,7 @@ def _versioned_frame(model: type[models.Model], pk: Any, using: str, deleted: bo
             text = protocol.delete_frame(pk, version)
         else:
             kind, text = protocol.PUT, tables.put_frame(row, version)
+        setattr(transaction.get_connection(using), _SAVED_ROW, (model, key, row))
     changelog.write(using, table, groups[1], kind, version, text)
     return groups, Frame(text, groups[1], version)
 

@@ -30,7 +30,7 @@ from django.db.models.fields import AutoFieldMixin
 from django.forms.models import modelform_factory
 from django.middleware.csrf import CsrfViewMiddleware
 
-from . import codecs, http, protocol, tables
+from . import broadcast, codecs, http, protocol, tables
 from .auth import AUTH_CREDENTIAL
 from .conf import settings
 from .exceptions import NotAcceptable
@@ -522,9 +522,16 @@ def _form(resource: Resource, names: list[str], data: dict[str, Any], instance: 
 
 
 def _stored_value(resource: Resource, pk: Any, using: str) -> dict[str, Any] | None:
-    """The stored row's value after a write (what subscribers get), as this resource shows it."""
-    assert resource.model is not None
-    row = tables.read_row(resource.model, pk, using)
+    """The stored row's value after a write (what subscribers get), as this resource shows
+    it: the row the write's own broadcast read back (``broadcast.take_saved_row``), else
+    read here."""
+    model = resource.model
+    assert model is not None
+    saved = broadcast.take_saved_row(using)
+    if saved is not None and saved[0] is model and saved[1] == tables.key(pk):
+        row = saved[2]
+    else:
+        row = tables.read_row(model, pk, using)
     return None if row is None else _value(resource, row)
 
 
@@ -534,6 +541,7 @@ def _create(resource: Resource, data: dict[str, Any]) -> tuple[Any, dict[str, An
     form = _form(resource, names, writable, None)
     try:
         with transaction.atomic(using=_write_db(resource)):
+            broadcast.take_saved_row(_write_db(resource))  # only this save's row is used
             instance = form.save()
             value = _stored_value(resource, instance.pk, instance._state.db or "default")
     except IntegrityError:
@@ -584,6 +592,7 @@ def _update(
             instance = form.save(commit=False)
             for attname, value in defaults.items():
                 setattr(instance, attname, value)
+            broadcast.take_saved_row(_write_db(resource))  # only this save's row is used
             # PATCH writes only its fields: concurrent PATCHes of other fields all stay.
             instance.save(update_fields=names if partial else None)
             return _stored_value(resource, instance.pk, instance._state.db or "default")

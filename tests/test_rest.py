@@ -703,7 +703,8 @@ async def test_a_deeply_nested_body_and_a_huge_offset_are_400_not_500(editor):
 
 async def test_a_put_reads_the_record_once_before_writing_it(editor, monkeypatch):
     """One read of the row before the UPDATE: the visibility check's read is the locked
-    one (``SELECT ... FOR UPDATE`` where the database has row locks), not a second read."""
+    one (``SELECT ... FOR UPDATE`` where the database has row locks), not a second read.
+    One after it: the row the change's frame is built from is also the answer."""
     from django.db import connection
     from django.db.backends.utils import CursorWrapper
 
@@ -723,3 +724,5 @@ async def test_a_put_reads_the_record_once_before_writing_it(editor, monkeypatch
     reads = [sql for sql in statements[:update] if sql.startswith("SELECT") and table in sql]
     assert len(reads) == 1, reads
     assert reads[0].endswith("FOR UPDATE") == connection.features.has_select_for_update
+    after = [sql for sql in statements[update:] if sql.startswith("SELECT") and table in sql]
+    assert len(after) == 1, "the row is read back once: the broadcast's read is the answer's too"
