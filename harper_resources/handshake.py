@@ -5,8 +5,10 @@
   ``CookieMiddleware``, ``SessionMiddleware`` and ``AuthMiddleware`` plus our
   ``BasicAuthMiddleware`` did: ``Authorization: Basic``/``Bearer`` when sent (and then no
   session read at all), else the session cookie: the session and its user are read in
-  ONE call on the handshake thread (``executors.handshake_reads``). HTTP requests (REST, event streams) the same way:
-  none of them writes the session, so Channels' session-saving ``send`` is not needed.
+  ONE call on the handshake thread (``executors.handshake_reads``). HTTP requests (REST,
+  event streams) the same way: none of them writes the session, so Channels'
+  session-saving ``send`` is not needed. Without a login to await it hands back the
+  inner application's coroutine instead of awaiting it in a frame of its own.
 - ``allow(check, user)``: calls ``allow_read``: an ``async def`` on the event loop, a
   ``def`` whose body is only ``return <constant>`` (``return True``) directly, any other
   ``def`` in a thread (``database_sync_to_async``), where it may use the database.
