@@ -99,9 +99,12 @@ def read_after(using: str, last_id: int, missing: list[int]) -> list[Entry]:
     return _entries(_model()._default_manager.using(using).filter(condition).order_by("id"))
 
 
-def newest_id(using: str) -> int:
-    """The id of the newest row (0 for an empty log): where catch-up starts."""
-    newest = _model()._default_manager.using(using).order_by("-id").values_list("id", flat=True).first()
+def newest_id_before(using: str, version: float) -> int:
+    """The id of the newest row whose version is older than ``version`` (0 if none):
+    where catch-up starts. Rows after it are read again, so a change committed while
+    catch-up was starting is not passed over."""
+    rows = _model()._default_manager.using(using).filter(version__lt=version).order_by("-id")
+    newest = rows.values_list("id", flat=True).first()
     return int(newest or 0)
 
 

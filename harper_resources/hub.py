@@ -122,7 +122,7 @@ class Hub:
         if self._replay is None and settings.REPLAY_INTERVAL:
             from . import replay
 
-            self._replay = self.loop.create_task(replay.run(self))
+            self._replay = self.loop.create_task(replay.run(self, protocol.now_ms()))
             self._tasks.append(self._replay)
         if self.local_only or self._membership.get(group) is Membership.JOINED:
             return

@@ -36,6 +36,9 @@ GAP_SECONDS = 60.0
 MAX_GAPS = 10_000
 #: How often a hub prunes the log.
 PRUNE_SECONDS = 60.0
+#: Catch-up starts at log rows this much (ms) older than the hub's first listener:
+#: versions come from the writers' clocks, which may be a little behind this one's.
+START_MARGIN = 5_000.0
 
 
 async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
@@ -51,11 +54,16 @@ async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
     return await sync_to_async(call, thread_sensitive=False)()
 
 
-async def run(hub: Hub, using: str = DEFAULT_DB_ALIAS) -> None:
-    """Dispatch to ``hub`` every logged change it has not seen, until cancelled."""
+async def run(hub: Hub, started: float, using: str = DEFAULT_DB_ALIAS) -> None:
+    """Dispatch to ``hub`` every logged change it has not seen, until cancelled.
+
+    ``started``: when (ms) the hub's first listener came. Catch-up starts at the log's
+    rows from ``START_MARGIN`` before that, not at its newest row when this first reads
+    it: a change committed (and its broadcast lost) between the two is caught up too.
+    What is older than a group's first listener the hub drops (``Hub.replay``)."""
     interval = float(settings.REPLAY_INTERVAL)
     try:
-        last_id = await _in_thread(changelog.newest_id, using)
+        last_id = await _in_thread(changelog.newest_id_before, using, started - START_MARGIN)
     except Exception:
         metrics.throttled_warning("replay_failed", "harper_resources: cannot read the change log", exc_info=True)
         return

@@ -100,7 +100,9 @@ async def ws() -> AsyncIterator[Callable[..., Any]]:
     for communicator in opened:
         try:
             await communicator.disconnect(timeout=3)
-        except Exception:
+        except (Exception, asyncio.CancelledError):
+            # Already ended: a receive that timed out cancels the application, and
+            # disconnect() then re-raises that. The other clients are still closed.
             pass
     # Nothing of any connection may outlive it.
     for _ in range(50):

@@ -4,6 +4,7 @@ the WebSocket path, and catch-up from the change log when a broadcast was lost."
 from __future__ import annotations
 
 import random
+import threading
 
 import pytest
 from django.test import override_settings
@@ -129,6 +130,30 @@ async def test_a_change_whose_broadcast_was_lost_arrives_from_the_change_log(ws,
     dog.age = 2
     await db(dog.save)()
     monkeypatch.undo()
+    frame = await client.receive(timeout=3)
+    assert frame["value"]["age"] == 2
+    assert await client.nothing(timeout=0.6), "a replay is sent once"
+
+
+@override_settings(HARPER_RESOURCES_REPLAY_INTERVAL=0.2)
+async def test_a_broadcast_lost_while_the_catch_up_is_starting_still_arrives(ws, monkeypatch):
+    """The hub's catch-up finds where to start in a thread: a change committed (and its
+    broadcast lost) before that read returns must not be passed over."""
+    dog = await db(Dog.objects.create)(name="Rex", age=1)
+    saved = threading.Event()
+    start_at = changelog.newest_id_before
+
+    def slow_start(using, version):
+        assert saved.wait(5), "the test never saved"
+        return start_at(using, version)
+
+    monkeypatch.setattr(changelog, "newest_id_before", slow_start)
+    client = await ws(f"/dog/{dog.pk}")  # the first listener: the hub starts its catch-up
+    await client.receive()
+    monkeypatch.setattr(broadcast, "submit", lambda groups, frame: None)  # the layer never gets it
+    dog.age = 2
+    await db(dog.save)()
+    saved.set()
     frame = await client.receive(timeout=3)
     assert frame["value"]["age"] == 2
     assert await client.nothing(timeout=0.6), "a replay is sent once"
