@@ -18,10 +18,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from asgiref.sync import sync_to_async
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from . import capture, changelog, metrics, protocol, tables
+from . import capture, changelog, executors, metrics, protocol, tables
 from .conf import settings
 from .streams import Frame
 
@@ -41,17 +40,25 @@ PRUNE_SECONDS = 60.0
 START_MARGIN = 5_000.0
 
 
+#: This process's change-log reader: one thread, shared by its hubs.
+_reader_thread = executors.ProcessPool("harper-replay", lambda: 1)
+
+
 async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
-    """Run a database call in a worker thread of its own, not the thread that
-    ``database_sync_to_async`` shares with every handshake."""
+    """Run a database call in the change-log reader thread, not the thread that
+    ``database_sync_to_async`` shares with user code. The thread keeps its database
+    connections between calls (it reads every ``REPLAY_INTERVAL``, and on every NOTIFY
+    under load: connecting each time would cost more than the reads); one that failed
+    is closed, and opened again by the next call."""
 
     def call() -> T:
         try:
             return fn(*args)
-        finally:
-            connections.close_all()  # this thread's: a poll a second needs no idle connection
+        except Exception:
+            connections.close_all()
+            raise
 
-    return await sync_to_async(call, thread_sensitive=False)()
+    return await asyncio.get_running_loop().run_in_executor(_reader_thread(), call)
 
 
 async def run(hub: Hub, started: float, using: str = DEFAULT_DB_ALIAS) -> None:
@@ -78,6 +85,8 @@ async def run(hub: Hub, started: float, using: str = DEFAULT_DB_ALIAS) -> None:
     finally:
         if listener is not None:
             listener.cancel()
+        # The hub stopped (no listeners left): no connection stays open for it.
+        _reader_thread().submit(connections.close_all)
 
 
 async def _listen(using: str, wake: asyncio.Event) -> None:
