@@ -22,11 +22,11 @@ from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import urlparse
 
-from asgiref.sync import markcoroutinefunction
 from channels.security.websocket import AllowedHostsOriginValidator, WebsocketDenier
 from channels.security.websocket import OriginValidator as ChannelsOriginValidator
 
 from . import credentials, tokens
+from .handover import hands_over
 
 #: Scope key set when the client sent credentials that did not authenticate.
 AUTH_FAILED = "harper_resources.auth_failed"
@@ -150,7 +150,7 @@ class NonBrowserOriginValidator(ChannelsOriginValidator):  # type: ignore[misc]
             return True
         return bool(super().valid_origin(parsed_origin))
 
-    @markcoroutinefunction
+    @hands_over
     def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
         """Channels' check, answered at once: the application's coroutine (or the
         denier's) is returned, not awaited in one of this validator's own, so an open

@@ -18,7 +18,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
-from asgiref.sync import markcoroutinefunction
 from channels.exceptions import InvalidChannelLayerError, StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
@@ -32,6 +31,7 @@ from . import (
     codecs,
     eager,
     executors,
+    handover,
     handshake,
     metrics,
     protocol,
@@ -174,13 +174,14 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
         coroutine instead of awaiting it in one of its own, so an open socket keeps no
         frame of it; it is marked as a coroutine function for servers that check."""
 
+        @handover.hands_over
         def app(scope: Any, receive: Receive, send: Send) -> Awaitable[None]:
             return cls(**initkwargs)(scope, receive, send)
 
         app.consumer_class = cls  # type: ignore[attr-defined]
         app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
         functools.update_wrapper(app, cls, updated=())
-        return markcoroutinefunction(app)
+        return app
 
     @property
     def channel_layer(self) -> Any:

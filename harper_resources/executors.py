@@ -47,9 +47,10 @@ class DatabaseThread:
     ``database_sync_to_async`` does), and returns its result or raises its exception.
     Cheaper on the event loop than ``database_sync_to_async``: one queue put and one
     wake-up, no executor future and no context sync-back. When the caller is cancelled,
-    a call not started yet is dropped and a running one ends first (its result is
-    dropped), as with ``database_sync_to_async``. Made at first use in each process,
-    like ``ProcessPool``."""
+    a call not started yet is dropped (as with ``database_sync_to_async``) and a running
+    one ends first, its result or error dropped: the caller gets ``CancelledError``
+    (``database_sync_to_async`` returns at once and leaves the call running). Made at
+    first use in each process, like ``ProcessPool``."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -81,16 +82,17 @@ class DatabaseThread:
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
-            # As database_sync_to_async does: a call not started yet never starts; one
+            # A call not started yet never starts (as with database_sync_to_async); one
             # running ends before the cancellation goes on, so nothing it holds outlives
-            # the caller's task. (set.remove is atomic: the thread takes a call the same way.)
+            # the caller's task. Its result or error is dropped: the caller gets the
+            # cancellation. (set.remove is atomic: the thread takes a call the same way.)
             try:
                 self._not_started.remove(future)
             except KeyError:
                 while not future.done():
                     try:
                         await asyncio.shield(future)
-                    except asyncio.CancelledError:
+                    except BaseException:  # the cancellation below wins
                         pass
             raise
 

@@ -35,7 +35,6 @@ from collections.abc import Awaitable
 from importlib import import_module
 from typing import Any
 
-from asgiref.sync import markcoroutinefunction
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model, load_backend
@@ -47,6 +46,7 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from . import auth, executors, tables
+from .handover import hands_over
 
 
 def session_store(key: str | None) -> Any:
@@ -148,7 +148,7 @@ class ResourceAuthMiddleware:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
-    @markcoroutinefunction
+    @hands_over
     def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[Any]:
         """The inner application's coroutine, with the login in its scope. Without a
         cookie or an ``Authorization`` header it is returned at once; otherwise a

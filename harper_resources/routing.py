@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any
 
-from asgiref.sync import markcoroutinefunction
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.urls import Resolver404, re_path
 
@@ -14,6 +13,7 @@ from . import closing
 from . import http as http_answers
 from .auth import OriginValidator, ResourceAuthMiddlewareStack
 from .exceptions import ResourceNotFound
+from .handover import hands_over
 from .servers import bound_daphne_pongs
 
 
@@ -40,15 +40,18 @@ class ResourceRouter(URLRouter):  # type: ignore[misc]
     def __init__(self, routes: list[Any]) -> None:
         super().__init__([*routes, re_path(r"", not_found)])  # type: ignore[arg-type]
 
-    @markcoroutinefunction
+    @hands_over
     def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
-        return _route(self, scope, receive, send)
+        return _match(self, scope, receive, send)[0]
 
 
-def _route(router: URLRouter, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
-    """``URLRouter.__call__``'s routing, done at once: the matching route's application
-    called (not awaited) with the routed scope. A nested ``URLRouter`` is routed here
-    too, so a path it does not know tries the next route, as in Channels."""
+def _match(router: URLRouter, scope: Any, receive: Any, send: Any, start: int = 0) -> tuple[Awaitable[None], bool]:
+    """``URLRouter.__call__``'s routing, done at once from route ``start`` on: the
+    matching route's application called (not awaited) with the routed scope, and
+    whether that is final. A resource (or the 4404 answer) is; a nested plain
+    ``URLRouter`` is routed here too; any other application may still raise
+    ``Resolver404`` when awaited, so it comes wrapped to try the next routes then, as
+    Channels does (``_next_on_404``)."""
     path = scope.get("path_remaining", scope.get("path", None))
     if path is None:
         raise ValueError("No 'path' key in connection scope, cannot route URLs")
@@ -58,24 +61,43 @@ def _route(router: URLRouter, scope: Any, receive: Any, send: Any) -> Awaitable[
             raise ValueError(f"No route found for path {path!r}.")
         path = path[len(root_path) :]
     path = path.lstrip("/")
-    for route in router.routes:
+    routes = router.routes
+    for index in range(start, len(routes)):
+        route = routes[index]
         try:
             match = route.pattern.match(path)
-            if match:
-                new_path, args, kwargs = match
-                kwargs.update(route.default_args)
-                outer = scope.get("url_route", {})
-                url_route = {"args": outer.get("args", ()) + args, "kwargs": {**outer.get("kwargs", {}), **kwargs}}
-                routed = dict(scope, path_remaining=new_path, url_route=url_route)
-                application: Any = route.callback
-                if type(application).__call__ in (URLRouter.__call__, ResourceRouter.__call__):
-                    return _route(application, routed, receive, send)
-                return application(routed, receive, send)  # type: ignore[no-any-return]
+            if not match:
+                continue
+            new_path, args, kwargs = match
+            kwargs.update(route.default_args)
+            outer = scope.get("url_route", {})
+            url_route = {"args": outer.get("args", ()) + args, "kwargs": {**outer.get("kwargs", {}), **kwargs}}
+            routed = dict(scope, path_remaining=new_path, url_route=url_route)
+            application: Any = route.callback
+            if type(application).__call__ in (URLRouter.__call__, ResourceRouter.__call__):
+                inner, final = _match(application, routed, receive, send)
+            else:
+                inner, final = application(routed, receive, send), application is not_found or _is_resource(application)
+            if final:
+                return inner, True
+            return _next_on_404(inner, router, scope, receive, send, index + 1), False
         except Resolver404:
             pass
     if "path_remaining" in scope:
         raise Resolver404(f"No route found for path {path!r}.")
     raise ValueError(f"No route found for path {path!r}.")
+
+
+async def _next_on_404(
+    inner: Awaitable[None], router: URLRouter, scope: Any, receive: Any, send: Any, start: int
+) -> None:
+    """Await ``inner``; if it raises ``Resolver404`` (a nested router behind middleware
+    found nothing), route on from ``router``'s route ``start``, as ``URLRouter`` does."""
+    try:
+        return await inner
+    except Resolver404:
+        pass
+    await _match(router, scope, receive, send, start)[0]
 
 
 def _is_resource(application: Any) -> bool:

@@ -66,3 +66,21 @@ async def test_a_cancelled_caller_drops_a_call_not_started_and_waits_for_a_runni
         await first_call
     assert await thread.run(ran.append, "third") is None
     assert ran == ["first", "third"], "the call cancelled before it started never ran"
+
+
+async def test_a_caller_cancelled_while_its_call_runs_gets_the_cancellation_not_the_calls_error():
+    thread = DatabaseThread("test-db")
+    running, release = threading.Event(), threading.Event()
+
+    def fails_later():
+        running.set()
+        release.wait(5)
+        raise RuntimeError("database went away")
+
+    call = asyncio.ensure_future(thread.run(fails_later))
+    await asyncio.get_running_loop().run_in_executor(None, running.wait, 5)
+    call.cancel()
+    await asyncio.sleep(0.05)
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await call
