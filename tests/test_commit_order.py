@@ -8,11 +8,13 @@ Redis. Run on both Redis layers, on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import json
-import select
+import queue
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from typing import Any
 
 import pytest
 from websockets.sync.client import connect
@@ -95,21 +97,47 @@ def script(code: str, env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
+#: Each script's output lines, read by a thread of their own (``_lines_of``).
+_output: dict[int, queue.Queue[str | None]] = {}
+
+
+def _lines_of(process: subprocess.Popen[str]) -> queue.Queue[str | None]:
+    """The script's stdout lines as they come (None at its end). A thread reads them:
+    ``select`` on the pipe misses a line the text buffer already holds (two lines that
+    arrived together), which left a test waiting 60 s for a line it had been sent."""
+    lines = _output.get(process.pid)
+    if lines is None:
+        lines = _output[process.pid] = queue.Queue()
+        assert process.stdout is not None
+
+        def pump(stdout: Any = process.stdout, lines: queue.Queue[str | None] = lines) -> None:
+            for text in stdout:
+                lines.put(text.strip())
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
 def wait_for_line(process: subprocess.Popen[str], line: str, timeout: float = 60) -> None:
     """Read the script's output until ``line`` (Django's shell prints a line of its own first)."""
-    assert process.stdout is not None
+    lines = _lines_of(process)
     deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], max(deadline - time.monotonic(), 0))
-        got = process.stdout.readline().strip() if ready else ""
+    seen: list[str] = []
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            got = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if got is None:  # the script ended
+            break
         if got == line:
             return
         seen.append(got)
-        if ready and got == "" and process.poll() is not None:
-            break
     process.kill()
-    _, errors = process.communicate()
+    process.wait()
+    assert process.stderr is not None
+    errors = process.stderr.read()
     raise AssertionError(f"expected {line!r}, got {seen!r}: {errors[-3000:]}")
 
 
