@@ -18,6 +18,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
+from channels.db import database_sync_to_async
 from channels.exceptions import InvalidChannelLayerError, StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
@@ -30,7 +31,6 @@ from . import (
     closing,
     codecs,
     eager,
-    executors,
     handover,
     handshake,
     metrics,
@@ -406,7 +406,7 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
         try:
             # Read after subscribing, so no change falls between the two; live frames
             # wait (held) and go out after these, minus states these already show.
-            first, known = ([], []) if self.model is None else await executors.handshake_reads.run(_first_read, self)
+            first, known = ([], []) if self.model is None else await _first_read_in_thread(self)
         except Exception:
             logger.exception("harper_resources: could not read the first frames of %s", self.scope.get("path"))
             stream.close(*SERVER_ERROR)
@@ -969,6 +969,14 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
 
 def _first_read(resource: Resource) -> tuple[list[Frame], list[Frame]]:
     return resource._first_read()
+
+
+#: On the thread ``database_sync_to_async`` shares with user code, not the handshake
+#: thread: there the first read raced a save made meanwhile from that thread, and a
+#: collection could get a state twice (tests/test_versions.py's multi-table test on
+#: PostgreSQL, about 1 run in 4). Built once: a wrapper per connection costs more than
+#: the hop.
+_first_read_in_thread = database_sync_to_async(_first_read)
 
 
 class _Listener:

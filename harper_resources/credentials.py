@@ -6,7 +6,7 @@
 - ``authenticate(username, password)``: Django's ``authenticate()`` in a small thread
   pool of its own (``HARPER_RESOURCES_PASSWORD_HASH_THREADS`` threads): at most that
   many passwords are hashed at once, and further checks wait their turn in that pool.
-  Neither the handshake thread (``executors.handshake_reads``: sessions, first reads)
+  Neither the handshake thread (``executors.handshake_reads``: session logins)
   nor the one ``database_sync_to_async`` shares (``allow_read``) ever runs a hasher, so
   wrong passwords never delay other connections.
 - ``check_basic(username, password)``: ``authenticate`` behind a cache of verified

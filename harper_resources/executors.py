@@ -40,7 +40,7 @@ class ProcessPool:
 
 class DatabaseThread:
     """One worker thread of this app's own for the short database reads of every
-    handshake (a session's login, a record's first frames).
+    handshake (a session's login).
 
     ``await thread.run(fn, *args)`` calls ``fn(*args)`` there, in a copy of the caller's
     contextvars, between two ``close_old_connections()`` (as Channels'
@@ -132,5 +132,5 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_exception(error)
 
 
-#: The thread of the handshake reads (``handshake``, ``consumers``).
+#: The thread of the session logins of handshakes (``handshake``).
 handshake_reads = DatabaseThread("harper-handshake-db")
