@@ -15,6 +15,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
@@ -42,7 +43,7 @@ from . import (
 from .auth import AUTH_FAILED
 from .conf import settings
 from .exceptions import BadRequest, CloseConnection, Forbidden, InvalidStream, NotLoggedIn, ResourceNotFound
-from .hub import HUB_CHANNEL_PREFIX, get_hub
+from .hub import HUB_CHANNEL_PREFIX, Hub, get_hub
 from .projection import Projection
 from .ratelimit import TokenBucket
 from .streams import CLIENT_GONE, Frame, IncomingMessages, RawMessage, Send, Stream, asgi_message
@@ -350,7 +351,7 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
         self._close_request = (code, reason)
         writer = self._writer
         if writer is None or writer.done():
-            return  # not accepted yet: ``_serve`` refuses with it
+            return  # not accepted yet: ``_connect`` refuses with it
         outgoing = self._outgoing
         if isinstance(outgoing, Stream) and not outgoing.closed:
             outgoing.close(code, reason)
@@ -391,10 +392,12 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
             group = protocol.table_group(table)
         else:
             group = protocol.record_group(table, tables.key(self.pk))
+        # Interned: the subscribers of one record share one string of its name.
+        group = sys.intern(group)
         stream._filter = self._stream_filter()
-        listener = _Listener(stream.send, _accepted_sources(type(self)))
         hub = get_hub()
-        stream._add_cleanup(functools.partial(hub.unsubscribe, group, listener))
+        listener = _Listener(stream.send, _accepted_sources(type(self)), hub, group)
+        stream._add_cleanup(listener.leave)
         try:
             await hub.subscribe(group, listener)
         except Exception:
@@ -584,8 +587,39 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         self._asgi_send = send
         incoming = IncomingMessages(maxsize=settings.RECEIVE_QUEUE_SIZE, max_bytes=8 * settings.MAX_MESSAGE_BYTES)
+        # Set up, accept, read, end: in this one frame, the steps' own frames gone once
+        # they return, so an idle socket keeps two suspended frames (this and ``_read``).
         try:
-            await self._serve(receive, incoming)
+            outgoing = await self._connect(incoming)
+            if outgoing is None:  # refused
+                return
+            # Accepted only now: once a client sees the socket open, every change
+            # committed after that reaches it.
+            await self._accept()
+            if self.user.is_authenticated:
+                # Checked again every REAUTH_INTERVAL: losing access closes the socket.
+                reauth.watch(self)
+            try:
+                writer, listener = await self._start(incoming, outgoing)
+                close = None
+                try:
+                    # Let the stream start first, so a generator that iterates
+                    # incoming_messages at once is iterating before the first client
+                    # message is read.
+                    await asyncio.sleep(0)
+                    close = await self._read(receive, incoming)
+                finally:
+                    await self._stop(writer, listener, outgoing, incoming)
+                if close is not None:
+                    self._left_with = close[0]
+                    await self._close(*close)
+            finally:
+                reauth.unwatch(self)
+            if type(self).disconnect is not AsyncWebsocketConsumer.disconnect:
+                try:
+                    await self.disconnect(self._left_with)
+                except Exception:
+                    logger.exception("harper_resources: %s.disconnect() failed", type(self).__name__)
         finally:
             # Also when the task is cancelled at any await (daphne cancels the task of a
             # client gone for 10 s, and every task at shutdown): the CancelledError goes on.
@@ -593,7 +627,9 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
             if self._joined:
                 await self._leave_groups()
 
-    async def _serve(self, receive: Receive, incoming: IncomingMessages) -> None:
+    async def _connect(self, incoming: IncomingMessages) -> AsyncIterator[Any] | None:
+        """Authorise, join groups, open the outgoing stream: that stream, or None when
+        the connection was refused (the refusal sent)."""
         try:
             self.subprotocol = self.select_subprotocol(list(self.scope.get("subprotocols") or ()))
             # Before the id is read: a .msgpack/.cbor suffix comes off it.
@@ -607,29 +643,15 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
                 raise CloseConnection(*self._close_request)
         except CloseConnection as exc:
             await self._refuse(exc.code, exc.reason)
-            return
+            return None
         except Exception:
             name = type(self).__name__
             metrics.throttled_error(
                 f"connect_failed.{name}", "harper_resources: connect() of %s failed", name, exc_info=True
             )
             await self._refuse(*SERVER_ERROR)
-            return
-        # Accepted only now: once a client sees the socket open, every change committed
-        # after that reaches it.
-        await self._accept()
-        if self.user.is_authenticated:
-            # Checked again every REAUTH_INTERVAL: losing access closes the socket.
-            reauth.watch(self)
-        try:
-            await self._run(receive, incoming, outgoing)
-        finally:
-            reauth.unwatch(self)
-        if type(self).disconnect is not AsyncWebsocketConsumer.disconnect:
-            try:
-                await self.disconnect(self._left_with)
-            except Exception:
-                logger.exception("harper_resources: %s.disconnect() failed", type(self).__name__)
+            return None
+        return outgoing
 
     def _revoke(self, code: int, reason: str) -> None:
         """Close this connection because its user lost access (``reauth``): nothing more
@@ -758,10 +780,13 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
         iterator: AsyncIterator[Any] = result.__aiter__()
         return iterator
 
-    async def _run(self, receive: Receive, incoming: IncomingMessages, outgoing: AsyncIterator[Any]) -> None:
-        """Read client frames here and write the stream in a task of its own, until the
-        client leaves. When the stream ends first, the writer sends the close frame and
-        reading goes on until the server reports the disconnect."""
+    async def _start(
+        self, incoming: IncomingMessages, outgoing: AsyncIterator[Any]
+    ) -> tuple[asyncio.Task[None], asyncio.Future[None] | None]:
+        """After the accept: send what ``send()`` queued in ``connect()``, start the
+        writer task (which writes the stream and, when it ends first, sends the close
+        frame) and the channel layer's listener. Client frames are read by the caller
+        (``_read``) until the server reports the disconnect."""
         if incoming.keep_unread is None:
             # A stream (the default one) takes client frames through on("data") or an
             # iteration already started; anything else reads them by iterating, later.
@@ -785,31 +810,91 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
         for stream in self._streams:
             # A stream closed with abort (a client too slow to read) stops the writer at
             # once, even in the middle of a send the client does not take.
-            stream._on_abort = writer.cancel
-        # Let the stream start first, so a generator that iterates incoming_messages at
-        # once is iterating before the first client message is read.
-        await asyncio.sleep(0)
-        close = None
-        try:
-            close = await self._read(receive, incoming)
-        finally:
-            writer.cancel()
-            if listener is None:
-                await asyncio.gather(writer, return_exceptions=True)
-            else:
-                listener.cancel()
-                await asyncio.gather(writer, listener, return_exceptions=True)
-            await self._aclose(outgoing)
-            self._finish(incoming)
-        if close is not None:
-            self._left_with = close[0]
-            await self._close(*close)
+            stream._on_abort = writer
+        return writer, listener
+
+    async def _stop(
+        self,
+        writer: asyncio.Task[None],
+        listener: asyncio.Future[None] | None,
+        outgoing: AsyncIterator[Any],
+        incoming: IncomingMessages,
+    ) -> None:
+        """Once reading ended: stop the writer and the listener, close the stream."""
+        writer.cancel()
+        if listener is None:
+            await asyncio.gather(writer, return_exceptions=True)
+        else:
+            listener.cancel()
+            await asyncio.gather(writer, listener, return_exceptions=True)
+        await self._aclose(outgoing)
+        self._finish(incoming)
 
     async def _write_then_close(self, outgoing: AsyncIterator[Any]) -> None:
+        """The writer task: write ``outgoing`` to the client, then send the close frame
+        (unless the client left first). The default stream is written in this frame
+        itself, not in one more: an idle socket keeps one frame waiting here."""
         error: BaseException | None = None
         try:
-            if self._close_request is None:
-                await self._write(outgoing)
+            if self._close_request is not None:
+                pass
+            elif isinstance(outgoing, Stream):
+                # Every send runs here, in this connection's task and context (server or
+                # middleware code around ``send`` may use timeouts, task groups and
+                # contextvars); one wake-up writes every frame that arrived meanwhile.
+                # While this task waits, the hub writes a frame at once as this task
+                # (``eager``).
+                send, codec = self._asgi_send, self.codec
+                direct = None
+                context = self._writer_context
+                if context is not None and settings.EAGER_SEND:
+                    task = asyncio.current_task()
+                    assert task is not None
+                    direct = eager.DirectSend(outgoing, send, codec, task, context)
+                gone: BaseException | None = None
+                while gone is None:
+                    try:
+                        if outgoing._resume is not None:  # an eager send that suspended
+                            rest, outgoing._resume = outgoing._resume, None
+                            await rest
+                        if outgoing._direct_error is not None:  # an eager send that raised
+                            raised, outgoing._direct_error = outgoing._direct_error, None
+                            raise raised
+                    except CLIENT_GONE as exc:
+                        gone = exc
+                        break
+                    batch = outgoing._take_all()
+                    if batch:
+                        for item in batch:
+                            message = asgi_message(item, codec)
+                            if message is not None:
+                                try:
+                                    await send(message)
+                                except CLIENT_GONE as exc:  # the client is gone
+                                    gone = exc
+                                    break
+                        # Dropped before waiting: an idle connection keeps no frame it sent.
+                        batch = item = message = None
+                    elif outgoing.closed:
+                        break
+                    else:
+                        outgoing._direct = direct
+                        try:
+                            await outgoing._wait()
+                        except asyncio.CancelledError as exc:
+                            outgoing._direct = None
+                            if outgoing._resume is None:
+                                raise
+                            # Cancelled (a timeout inside an eager send, say) before it
+                            # got to the send that suspended: the send gets the
+                            # cancellation.
+                            outgoing._resume = eager.thrown(outgoing._resume, exc)
+                            continue
+                        outgoing._direct = None
+                if gone is not None:
+                    outgoing._send_failed(gone)
+            else:
+                await self._write_iterated(outgoing)
         except asyncio.CancelledError:
             if self._close_request is None and not any(stream._aborted for stream in self._streams):
                 raise  # the client left: nobody to close for
@@ -824,7 +909,7 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
         token bucket or one too many unread."""
         limit = settings.MAX_MESSAGE_BYTES
         bucket: TokenBucket | None = None  # made at the first message: most clients send none
-        hook = self.receive if type(self).receive is not AsyncWebsocketConsumer.receive else None
+        hooked = type(self).receive is not AsyncWebsocketConsumer.receive
         while True:
             message: Any = await receive()
             kind = message["type"]
@@ -852,9 +937,9 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
                 return 1008, "Too many messages"
             if not incoming._push_frame(text, data):
                 return 1008, "Too many unread messages"
-            if hook is not None:
+            if hooked:
                 try:
-                    await (hook(text_data=text) if text is not None else hook(bytes_data=data))
+                    await (self.receive(text_data=text) if text is not None else self.receive(bytes_data=data))
                 except StopConsumer:
                     return 1000, ""
                 except Exception:
@@ -865,58 +950,10 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
                 # decoded to) before the next frame is read.
                 await asyncio.sleep(0)
 
-    async def _write(self, outgoing: AsyncIterator[Any]) -> None:
-        send = self._asgi_send
-        codec = self.codec
-        if isinstance(outgoing, Stream):
-            # Every send runs here, in this connection's task and context (server or
-            # middleware code around ``send`` may use timeouts, task groups and
-            # contextvars); one wake-up writes every frame that arrived meanwhile. While
-            # this task waits, the hub writes a frame at once as this task (``eager``).
-            direct = None
-            context = self._writer_context
-            if context is not None and settings.EAGER_SEND:
-                task = asyncio.current_task()
-                assert task is not None
-                direct = eager.DirectSend(outgoing, send, codec, task, context)
-            while True:
-                try:
-                    if outgoing._resume is not None:  # an eager send that suspended
-                        rest, outgoing._resume = outgoing._resume, None
-                        await rest
-                    if outgoing._direct_error is not None:  # an eager send that raised
-                        error, outgoing._direct_error = outgoing._direct_error, None
-                        raise error
-                except CLIENT_GONE as exc:
-                    outgoing._send_failed(exc)
-                    return
-                batch = outgoing._take_all()
-                if batch:
-                    for item in batch:
-                        message = asgi_message(item, codec)
-                        if message is not None:
-                            try:
-                                await send(message)
-                            except CLIENT_GONE as exc:  # the client is gone
-                                outgoing._send_failed(exc)
-                                return
-                    # Dropped before waiting: an idle connection keeps no frame it sent.
-                    batch = item = message = None
-                elif outgoing.closed:
-                    return
-                else:
-                    outgoing._direct = direct
-                    try:
-                        await outgoing._wait()
-                    except asyncio.CancelledError as exc:
-                        outgoing._direct = None
-                        if outgoing._resume is None:
-                            raise
-                        # Cancelled (a timeout inside an eager send, say) before it got
-                        # to the send that suspended: the send gets the cancellation.
-                        outgoing._resume = eager.thrown(outgoing._resume, exc)
-                        continue
-                    outgoing._direct = None
+    async def _write_iterated(self, outgoing: AsyncIterator[Any]) -> None:
+        """Write an outgoing stream that is not a ``Stream`` (``connect()`` returned an
+        async generator, say), item by item, until it ends or the client leaves."""
+        send, codec = self._asgi_send, self.codec
         async for item in outgoing:
             message = asgi_message(item, codec)
             if message is not None:
@@ -980,18 +1017,24 @@ _first_read_in_thread = database_sync_to_async(_first_read)
 
 
 class _Listener:
-    """A stream's hub listener: its ``send``, minus messages published through resources
-    its resource does not accept (``accepted``: shared by every connection of the class)."""
+    """A stream's hub listener of ``group``: its ``send``, minus messages published
+    through resources its resource does not accept (``accepted``: shared by every
+    connection of the class). ``leave`` unsubscribes it."""
 
-    __slots__ = ("accepted", "send")
+    __slots__ = ("accepted", "group", "hub", "send")
 
-    def __init__(self, send: Callable[[Frame], None], accepted: frozenset[str]) -> None:
+    def __init__(self, send: Callable[[Frame], None], accepted: frozenset[str], hub: Hub, group: str) -> None:
         self.send = send
         self.accepted = accepted
+        self.hub = hub
+        self.group = group
 
     def __call__(self, frame: Frame) -> None:
         if frame.source is None or frame.source in self.accepted:
             self.send(frame)
+
+    def leave(self) -> None:
+        self.hub.unsubscribe(self.group, self)
 
 
 _accepted: dict[type[Resource], frozenset[str]] = {}

@@ -1,6 +1,6 @@
 """Writing a frame from the hub as the connection's writer task would, without waking it.
 
-A connection's frames are written by its writer task (``Resource._write``), so every ASGI
+A connection's frames are written by its writer task (``Resource._write_then_close``), so every ASGI
 ``send`` runs in that task and in its context: ``asyncio.timeout``, task groups, anyio
 cancel scopes and contextvars inside ``send`` (server or middleware code) work. Waking
 that task once per frame is, at a thousand subscribers, most of the CPU a delivery

@@ -222,7 +222,7 @@ async def _run(
     writer = resource._writer = asyncio.ensure_future(_write(outgoing, send))
     for stream in resource._streams:
         # A stream closed with abort (a client too slow) stops the writer at once.
-        stream._on_abort = writer.cancel
+        stream._on_abort = writer
     try:
         await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -294,8 +294,9 @@ class Stream(_Emitter):
         # Resolves True once the stream's subscription is in place (False if it failed);
         # None for a stream that subscribes to nothing.
         self._subscribed: asyncio.Future[bool] | None = None
-        #: Called when the stream is closed with ``abort``: the writer must stop now.
-        self._on_abort: Callable[[], object] | None = None
+        #: The writer task, cancelled when the stream is closed with ``abort``: it must
+        #: stop now.
+        self._on_abort: asyncio.Future[Any] | None = None
         self._aborted = False
         #: Applied to each ``Frame`` sent once the first frames are out: returns the
         #: frame to send (possibly another one) or None to skip it (``allow_record``).
@@ -350,7 +351,7 @@ class Stream(_Emitter):
         if abort:
             self._aborted = True
             if self._on_abort is not None:
-                self._on_abort()
+                self._on_abort.cancel()
         self._wake()
 
     def _send_failed(self, error: BaseException) -> None:

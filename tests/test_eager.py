@@ -54,16 +54,24 @@ class Socket:
             self.in_flight -= 1
 
 
-def start_writer(send):
-    """A stream and its writer task, started as ``Resource._run`` does (a Context of its
-    own, in which this connection's contextvar is set)."""
+def start_writer(send, closes=None):
+    """A stream and its writer task, started as ``Resource._start`` does (a Context of its
+    own, in which this connection's contextvar is set). ``send`` gets the data frames;
+    the close frame the writer sends once the stream ends goes to ``closes`` (its code)."""
+
+    async def data_only(message):
+        if message["type"] != "websocket.close":
+            await send(message)
+        elif closes is not None:
+            closes.append(message["code"])
+
     resource = Resource()
-    resource._asgi_send = send
+    resource._asgi_send = data_only
     stream = Stream()
     context = contextvars.copy_context()
     context.run(connection.set, "this connection")
     resource._writer_context = context
-    writer = asyncio.get_running_loop().create_task(resource._write(stream), context=context)  # novermin
+    writer = asyncio.get_running_loop().create_task(resource._write_then_close(stream), context=context)  # novermin
     return stream, writer
 
 
@@ -171,15 +179,19 @@ async def test_an_eager_send_to_a_departed_client_ends_the_stream_quietly(caplog
     assert caplog.text == ""
 
 
-async def test_an_eager_send_that_fails_otherwise_fails_the_writer_as_its_own_send_would():
+@pytest.mark.parametrize("eager_send", [True, False])
+async def test_an_eager_send_that_fails_otherwise_fails_the_writer_as_its_own_send_would(caplog, eager_send):
     async def broken(message):
         raise ValueError("broken server")
 
-    stream, writer = start_writer(broken)
-    await asyncio.sleep(0)
-    from_the_hub(stream, 1)
-    with pytest.raises(ValueError, match="broken server"):
+    closes = []
+    with override_settings(HARPER_RESOURCES_EAGER_SEND=eager_send), caplog.at_level(logging.ERROR):
+        stream, writer = start_writer(broken, closes)
+        await asyncio.sleep(0)
+        from_the_hub(stream, 1)
         await asyncio.wait_for(writer, 1)
+    assert closes == [1011], "the stream failed: closed with 1011"
+    assert "the stream of Resource failed" in caplog.text and "broken server" in caplog.text
 
 
 async def test_eager_sends_can_be_turned_off():

@@ -177,15 +177,15 @@ async def test_the_writer_keeps_frame_order_and_never_sends_two_at_once_when_a_s
     async def send(message):
         in_flight[0] += 1
         most[0] = max(most[0], in_flight[0])
-        if message["text"] == '"block"' and not release.done():
+        if message.get("text") == '"block"' and not release.done():
             await release
-        sent.append(message["text"])
+        sent.append(message.get("text", message["type"]))
         in_flight[0] -= 1
 
     resource = Resource()
     resource._asgi_send = send
     stream = Stream()
-    writer = asyncio.ensure_future(resource._write(stream))
+    writer = asyncio.ensure_future(resource._write_then_close(stream))
     await asyncio.sleep(0)
     stream.send("first")
     stream.send("block")  # this write suspends
@@ -197,7 +197,7 @@ async def test_the_writer_keeps_frame_order_and_never_sends_two_at_once_when_a_s
     await asyncio.sleep(0.01)
     stream.close()
     await writer
-    assert sent == ['"first"', '"block"', "0", "1", "2", "3", "4"]
+    assert sent == ['"first"', '"block"', "0", "1", "2", "3", "4", "websocket.close"]
     assert most[0] == 1, "never two sends on one socket at once"
 
 
@@ -209,13 +209,13 @@ async def test_while_the_first_frames_load_nothing_is_written_ahead_of_them():
     sent = []
 
     async def send(message):
-        sent.append(message["text"])
+        sent.append(message.get("text", message["type"]))
 
     resource = Resource()
     resource._asgi_send = send
     stream = Stream()
     stream._hold()
-    writer = asyncio.ensure_future(resource._write(stream))
+    writer = asyncio.ensure_future(resource._write_then_close(stream))
     await asyncio.sleep(0)  # the writer is idle, waiting
     stream.send({"status": "pulse"})
     await asyncio.sleep(0.01)
@@ -224,7 +224,7 @@ async def test_while_the_first_frames_load_nothing_is_written_ahead_of_them():
     await asyncio.sleep(0.01)
     stream.close()
     await writer
-    assert sent == ['{"type":"put"}', '{"status":"pulse"}']
+    assert sent == ['{"type":"put"}', '{"status":"pulse"}', "websocket.close"]
 
 
 @pytest.mark.parametrize(
@@ -250,11 +250,12 @@ async def test_a_send_to_a_departed_client_ends_the_stream_quietly(caplog, refus
     resource = Resource()
     resource._asgi_send = departed
     stream = Stream()
-    writer = asyncio.ensure_future(resource._write(stream))
+    writer = asyncio.ensure_future(resource._write_then_close(stream))
     await asyncio.sleep(0)
     with caplog.at_level(logging.WARNING, logger="harper_resources"):
         for n in range(5):
             stream.send(n)
         await asyncio.wait_for(writer, 1)
-    assert stream.closed and len(sends) == 1, "one failed send ends it; later frames are not tried"
+    data = [message for message in sends if message["type"] == "websocket.send"]
+    assert stream.closed and len(data) == 1, "one failed send ends it; later frames are not tried"
     assert caplog.text == ""
