@@ -574,6 +574,9 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
     # ASGI plumbing ---------------------------------------------------------------------
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+        login = scope.pop(handshake.PENDING_LOGIN, None)
+        if login is not None:  # ResourceAuthMiddleware's, handed over (no frame of its own)
+            await login(scope)
         self.scope = scope
         kind = scope["type"]
         if kind == "http":  # REST and event streams on the same path

@@ -7,8 +7,11 @@
   session read at all), else the session cookie: the session and its user are read in
   ONE call on the handshake thread (``executors.handshake_reads``). HTTP requests (REST,
   event streams) the same way: none of them writes the session, so Channels'
-  session-saving ``send`` is not needed. Without a login to await it hands back the
-  inner application's coroutine instead of awaiting it in a frame of its own.
+  session-saving ``send`` is not needed. It hands back the inner application's coroutine
+  instead of awaiting it in a frame of its own: without a login at once; with one, to a
+  ``Resource`` its ``ResourceRouter`` routes to, which logs in first (``PENDING_LOGIN``);
+  any other application is called once the login is done, under a frame of this
+  middleware.
 - ``allow(check, user)``: calls ``allow_read``: an ``async def`` on the event loop, a
   ``def`` whose body is only ``return <constant>`` (``return True``) directly, any other
   ``def`` in a thread (``database_sync_to_async``), where it may use the database.
@@ -151,9 +154,11 @@ class ResourceAuthMiddleware:
     @hands_over
     def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[Any]:
         """The inner application's coroutine, with the login in its scope. Without a
-        cookie or an ``Authorization`` header it is returned at once; otherwise a
-        coroutine that logs in first. Either way an open socket keeps neither a frame
-        of this middleware nor the scope copies it made along the way."""
+        cookie or an ``Authorization`` header it is returned at once; with one, a
+        resource's coroutine is too (it does the login first), and any other
+        application's is awaited by a coroutine that logs in first. An open socket of a
+        resource keeps neither a frame of this middleware nor the scope copies it made
+        along the way."""
         if scope.get("type") not in ("websocket", "http"):
             return self.inner(scope, receive, send)  # type: ignore[no-any-return]
         cookies = _cookies(scope)
@@ -165,6 +170,12 @@ class ResourceAuthMiddleware:
             # Channels' AuthMiddleware keeps it.
             scope.setdefault("session", session_store(key))
         elif key or sends_credentials:
+            if scope["type"] == "websocket" and _routes_to_resource(self.inner, scope):
+                # The resource logs in as the first step of its own coroutine (it pops
+                # PENDING_LOGIN), so this middleware keeps no frame for the socket's
+                # life. Any other application is called once the login is in its scope.
+                scope[PENDING_LOGIN] = functools.partial(self._log_into, key)
+                return self.inner(scope, receive, send)  # type: ignore[no-any-return]
             return self._log_in(scope, key, receive, send)
         else:
             scope["session"] = session_store(None)
@@ -172,8 +183,15 @@ class ResourceAuthMiddleware:
         return self.inner(scope, receive, send)  # type: ignore[no-any-return]
 
     async def _log_in(self, scope: dict[str, Any], key: str | None, receive: Any, send: Any) -> Any:
-        """Log in from the Basic or Bearer header (which wins when sent), else from the
-        session cookie ``key`` (no user in the scope yet), then run the inner application."""
+        """Log in (``_log_into``), then run the inner application."""
+        await self._log_into(key, scope)
+        application = self.inner(scope, receive, send)
+        del scope  # the application holds what it needs of it
+        return await application
+
+    async def _log_into(self, key: str | None, scope: dict[str, Any]) -> None:
+        """Set the login in ``scope``: from the Basic or Bearer header (which wins when
+        sent), else from the session cookie ``key`` (no user in the scope yet)."""
         login = await auth.header_login(scope)
         if login is not None:
             user, credential = login
@@ -188,9 +206,19 @@ class ResourceAuthMiddleware:
             store, user = await executors.handshake_reads.run(session_user, key)
             scope["session"] = store
             scope["user"] = _anonymous() if user is None else user
-        application = self.inner(scope, receive, send)
-        del scope, login  # the application holds what it needs of them
-        return await application
+
+
+#: Scope key of a login still to do, ``await scope.pop(PENDING_LOGIN)(scope)``: what a
+#: ``Resource`` does first when ``ResourceAuthMiddleware`` handed it one.
+PENDING_LOGIN = "harper_resources.pending_login"
+
+
+def _routes_to_resource(inner: Any, scope: dict[str, Any]) -> bool:
+    """Is ``inner`` a ``ResourceRouter`` that routes ``scope`` to a ``Resource`` (whose
+    coroutine starts with ``PENDING_LOGIN``)?"""
+    from .routing import ResourceRouter, leads_to_resource  # routing imports auth, which imports this
+
+    return isinstance(inner, ResourceRouter) and leads_to_resource(inner.routes, scope)
 
 
 _PASS = frozenset({"RESUME", "NOP", "CACHE", "EXTENDED_ARG"})

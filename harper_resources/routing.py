@@ -107,6 +107,17 @@ def _is_resource(application: Any) -> bool:
     return isinstance(consumer, type) and issubclass(consumer, Resource)
 
 
+def leads_to_resource(routes: list[Any], scope: Any) -> bool:
+    """True if ``routes`` lead the path of ``scope`` to a ``Resource`` (routing nothing)."""
+    path = scope.get("path", "")
+    root_path = scope.get("root_path", "")
+    if root_path:
+        if not path.startswith(root_path):
+            return False
+        path = path[len(root_path) :]
+    return _matches(routes, path.lstrip("/"))
+
+
 def _matches(routes: list[Any], path: str) -> bool:
     """True if one of ``routes`` (and of nested ``URLRouter``s) leads ``path`` (no leading
     slash) to a ``Resource``."""
@@ -141,13 +152,7 @@ class ResourceHTTPRouter:
 
     def handles(self, scope: Any) -> bool:
         """True if a resource answers this request's path."""
-        path = scope.get("path", "")
-        root_path = scope.get("root_path", "")
-        if root_path:
-            if not path.startswith(root_path):
-                return False
-            path = path[len(root_path) :]
-        return _matches(self.routes, path.lstrip("/"))
+        return leads_to_resource(self.routes, scope)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self.handles(scope):

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import datetime
 import functools
+import gc
+import json
+import warnings
 
 import pytest
 from asgiref.sync import SyncToAsync
 from channels.db import DatabaseSyncToAsync, database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.testing import WebsocketCommunicator
 from django.contrib.auth import SESSION_KEY
 from django.contrib.sessions.models import Session
 from django.test import override_settings
@@ -228,3 +233,57 @@ def generator(self, user):
 )
 def test_only_a_def_that_returns_a_constant_is_called_on_the_event_loop(check, at_once):
     assert handshake.answers_at_once(check) is at_once
+
+
+def awaiting(task):
+    """The names of the coroutines a suspended ``task`` is in, outermost first."""
+    names, coroutine = [], task.get_coro()
+    while coroutine is not None and hasattr(coroutine, "cr_code"):
+        names.append(coroutine.cr_code.co_qualname)
+        coroutine = coroutine.cr_await
+    return names
+
+
+async def test_an_open_session_socket_keeps_no_frame_of_the_login_or_the_routing(ws):
+    """The idle-memory figure: the middleware hands the resource its login to do first,
+    so the socket's task is only the resource's own coroutines (reading the client)."""
+    user = await db(make_user)("browser-user")
+    cookie = await db(session_cookie)(user)
+    communicator = WebsocketCommunicator(application, "/whoami", headers=cookie)
+    connected, _ = await communicator.connect(timeout=3)
+    try:
+        assert connected
+        assert json.loads(await communicator.receive_from(timeout=3))["user"] == "browser-user"
+        assert awaiting(communicator.future)[:2] == ["Resource.__call__", "Resource._read"]
+    finally:
+        await communicator.disconnect()
+
+
+class WhoAmIConsumer(AsyncWebsocketConsumer):
+    """A plain Channels consumer behind the same middleware."""
+
+    async def connect(self):
+        await self.accept()
+        await self.send(text_data=self.scope["user"].get_username())
+
+
+async def test_any_other_application_behind_the_middleware_still_gets_the_login_first():
+    stack = ResourceAuthMiddlewareStack(
+        ResourceRouter([path("consumer", WhoAmIConsumer.as_asgi()), path("resource", WhoAmI.as_asgi())])
+    )
+    user = await db(make_user)("browser-user")
+    cookie = await db(session_cookie)(user)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for where, user_of in (("/consumer", str), ("/resource", lambda text: json.loads(text)["user"])):
+            communicator = WebsocketCommunicator(stack, where, headers=cookie)
+            connected, _ = await communicator.connect(timeout=3)
+            assert connected
+            assert user_of(await communicator.receive_from(timeout=3)) == "browser-user"
+            await communicator.disconnect()
+        refused = WebsocketCommunicator(stack, "/nowhere", headers=cookie)
+        await refused.connect(timeout=3)
+        assert (await refused.receive_output(timeout=3))["code"] == 4404
+        await refused.disconnect()
+        gc.collect()
+    assert not [str(w.message) for w in caught if "never awaited" in str(w.message)], "no coroutine left unstarted"
