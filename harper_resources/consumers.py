@@ -577,6 +577,7 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
         login = scope.pop(handshake.PENDING_LOGIN, None)
         if login is not None:  # ResourceAuthMiddleware's, handed over (no frame of its own)
             await login(scope)
+            login = None  # not kept for the socket's life
         self.scope = scope
         kind = scope["type"]
         if kind == "http":  # REST and event streams on the same path
