@@ -113,7 +113,7 @@ def load_session(store: Any) -> dict[str, Any]:
     key = store.session_key
     if not key:
         return {}
-    model = db_sessions.SessionStore.get_model_class()  # not ``store.model``: cached on the store, kept
+    model: Any = db_sessions.SessionStore.get_model_class()  # not ``store.model``: cached on the store, kept
     connection = connections[router.db_for_read(model)]
     sql = _session_sql.get((connection.alias, model._meta.db_table))
     if sql is None:
