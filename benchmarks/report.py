@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 A, B, C = "A raw ASGI", "B stock Channels", "C harper_resources"
@@ -68,7 +69,7 @@ def yes(met: bool) -> str:
 
 def render_report(results, save_results, layers, arms, seconds, command, versions) -> str:
     lines = [
-        "# Benchmark results",
+        f"# Benchmark results ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
         "",
         f"Command: `.venv/{command.replace('python', 'bin/python', 1)}` ({seconds / 60:.1f} minutes). {versions}.",
         "",

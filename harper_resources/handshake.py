@@ -209,7 +209,8 @@ class ResourceAuthMiddleware:
 
 
 #: Scope key of a login still to do, ``await scope.pop(PENDING_LOGIN)(scope)``: what a
-#: ``Resource`` does first when ``ResourceAuthMiddleware`` handed it one.
+#: ``Resource`` does first when ``ResourceAuthMiddleware`` handed it one. (A subclass that
+#: overrides ``__call__`` finds ``scope["user"]`` set once ``super().__call__`` starts.)
 PENDING_LOGIN = "harper_resources.pending_login"
 
 
