@@ -170,12 +170,15 @@ class ResourceAuthMiddleware:
             # Channels' AuthMiddleware keeps it.
             scope.setdefault("session", session_store(key))
         elif key or sends_credentials:
-            if scope["type"] == "websocket" and _routes_to_resource(self.inner, scope):
-                # The resource logs in as the first step of its own coroutine (it pops
-                # PENDING_LOGIN), so this middleware keeps no frame for the socket's
-                # life. Any other application is called once the login is in its scope.
-                scope[PENDING_LOGIN] = functools.partial(self._log_into, key)
-                return self.inner(scope, receive, send)  # type: ignore[no-any-return]
+            route = _resource_route(self.inner, scope) if scope["type"] == "websocket" else None
+            if route is not None:
+                # Routed as ResourceRouter would, to a resource, which logs in as the
+                # first step of its own coroutine (it pops PENDING_LOGIN): this
+                # middleware keeps no frame for the socket's life. Any other application
+                # is called once the login is in its scope.
+                application, routed = route
+                routed[PENDING_LOGIN] = functools.partial(self._log_into, key)
+                return application(routed, receive, send)  # type: ignore[no-any-return]
             return self._log_in(scope, key, receive, send)
         else:
             scope["session"] = session_store(None)
@@ -209,17 +212,20 @@ class ResourceAuthMiddleware:
 
 
 #: Scope key of a login still to do, ``await scope.pop(PENDING_LOGIN)(scope)``: what a
-#: ``Resource`` does first when ``ResourceAuthMiddleware`` handed it one. (A subclass that
-#: overrides ``__call__`` finds ``scope["user"]`` set once ``super().__call__`` starts.)
+#: ``Resource`` does first when ``ResourceAuthMiddleware`` handed it one (never to a
+#: subclass with a ``__call__`` of its own: that one is called after the login).
 PENDING_LOGIN = "harper_resources.pending_login"
 
 
-def _routes_to_resource(inner: Any, scope: dict[str, Any]) -> bool:
-    """Is ``inner`` a ``ResourceRouter`` that routes ``scope`` to a ``Resource`` (whose
-    coroutine starts with ``PENDING_LOGIN``)?"""
-    from .routing import ResourceRouter, leads_to_resource  # routing imports auth, which imports this
+def _resource_route(inner: Any, scope: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
+    """``(resource application, routed scope)`` if ``inner`` is a ``ResourceRouter`` (its
+    own ``__call__``) that routes ``scope`` to a ``Resource`` whose coroutine starts with
+    ``PENDING_LOGIN`` (``routing.resource_route``); else None."""
+    from .routing import ResourceRouter, resource_route  # routing imports auth, which imports this
 
-    return isinstance(inner, ResourceRouter) and leads_to_resource(inner.routes, scope)
+    if type(inner).__call__ is not ResourceRouter.__call__:
+        return None
+    return resource_route(inner, scope)
 
 
 _PASS = frozenset({"RESUME", "NOP", "CACHE", "EXTENDED_ARG"})

@@ -4,7 +4,7 @@ and ``resource_application``: one list of resource routes served over WebSocket 
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, NoReturn
 
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.urls import Resolver404, re_path
@@ -52,29 +52,16 @@ def _match(router: URLRouter, scope: Any, receive: Any, send: Any, start: int = 
     ``URLRouter`` is routed here too; any other application may still raise
     ``Resolver404`` when awaited, so it comes wrapped to try the next routes then, as
     Channels does (``_next_on_404``)."""
-    path = scope.get("path_remaining", scope.get("path", None))
-    if path is None:
-        raise ValueError("No 'path' key in connection scope, cannot route URLs")
-    if "path_remaining" not in scope:  # the outermost router: handle root_path
-        root_path = scope.get("root_path", "")
-        if root_path and not path.startswith(root_path):
-            raise ValueError(f"No route found for path {path!r}.")
-        path = path[len(root_path) :]
-    path = path.lstrip("/")
+    path = _path(scope)
     routes = router.routes
     for index in range(start, len(routes)):
         route = routes[index]
         try:
-            match = route.pattern.match(path)
-            if not match:
+            routed = _routed(route, scope, path)
+            if routed is None:
                 continue
-            new_path, args, kwargs = match
-            kwargs.update(route.default_args)
-            outer = scope.get("url_route", {})
-            url_route = {"args": outer.get("args", ()) + args, "kwargs": {**outer.get("kwargs", {}), **kwargs}}
-            routed = dict(scope, path_remaining=new_path, url_route=url_route)
             application: Any = route.callback
-            if type(application).__call__ in (URLRouter.__call__, ResourceRouter.__call__):
+            if _routes_itself(application):
                 inner, final = _match(application, routed, receive, send)
             else:
                 inner, final = application(routed, receive, send), application is not_found or _is_resource(application)
@@ -83,6 +70,71 @@ def _match(router: URLRouter, scope: Any, receive: Any, send: Any, start: int = 
             return _next_on_404(inner, router, scope, receive, send, index + 1), False
         except Resolver404:
             pass
+    return _no_route(scope, path)
+
+
+def resource_route(router: URLRouter, scope: Any) -> tuple[Any, dict[str, Any]] | None:
+    """Where ``_match`` would route ``scope``, without calling anything: ``(the
+    application, its routed scope)`` when that is a ``Resource`` whose ``__call__`` is
+    ``Resource.__call__`` itself, else None (another application, no route, an error)."""
+    from .consumers import Resource
+
+    try:
+        path = _path(scope)
+    except ValueError:
+        return None
+    for route in router.routes:
+        try:
+            routed = _routed(route, scope, path)
+            if routed is None:
+                continue
+            application: Any = route.callback
+            if _routes_itself(application):
+                return resource_route(application, routed)
+        except Resolver404:
+            continue
+        consumer = getattr(application, "consumer_class", None) if _is_resource(application) else None
+        if consumer is not None and consumer.__call__ is Resource.__call__:
+            return application, routed
+        return None
+    return None
+
+
+def _path(scope: Any) -> str:
+    """The path a router matches: ``path_remaining`` inside another router, else the path
+    without ``root_path``; no leading slash."""
+    path = scope.get("path_remaining", scope.get("path", None))
+    if path is None:
+        raise ValueError("No 'path' key in connection scope, cannot route URLs")
+    if "path_remaining" not in scope:  # the outermost router: handle root_path
+        root_path = scope.get("root_path", "")
+        if root_path and not path.startswith(root_path):
+            raise ValueError(f"No route found for path {path!r}.")
+        path = path[len(root_path) :]
+    return str(path.lstrip("/"))
+
+
+def _routed(route: Any, scope: Any, path: str) -> dict[str, Any] | None:
+    """The scope ``route``'s application gets (``path_remaining`` and ``url_route`` added
+    to a copy), or None if ``path`` does not match it."""
+    match = route.pattern.match(path)
+    if not match:
+        return None
+    new_path, args, kwargs = match
+    kwargs.update(route.default_args)
+    outer = scope.get("url_route", {})
+    url_route = {"args": outer.get("args", ()) + args, "kwargs": {**outer.get("kwargs", {}), **kwargs}}
+    return dict(scope, path_remaining=new_path, url_route=url_route)
+
+
+def _routes_itself(application: Any) -> bool:
+    """Is ``application`` a router whose routing ``_match`` does (``URLRouter`` or
+    ``ResourceRouter`` itself, not a subclass with a ``__call__`` of its own)?"""
+    return type(application).__call__ in (URLRouter.__call__, ResourceRouter.__call__)
+
+
+def _no_route(scope: Any, path: str) -> NoReturn:
+    """Raise as ``URLRouter`` does for no route: ``Resolver404`` inside another router."""
     if "path_remaining" in scope:
         raise Resolver404(f"No route found for path {path!r}.")
     raise ValueError(f"No route found for path {path!r}.")
@@ -105,17 +157,6 @@ def _is_resource(application: Any) -> bool:
 
     consumer = getattr(application, "consumer_class", None)
     return isinstance(consumer, type) and issubclass(consumer, Resource)
-
-
-def leads_to_resource(routes: list[Any], scope: Any) -> bool:
-    """True if ``routes`` lead the path of ``scope`` to a ``Resource`` (routing nothing)."""
-    path = scope.get("path", "")
-    root_path = scope.get("root_path", "")
-    if root_path:
-        if not path.startswith(root_path):
-            return False
-        path = path[len(root_path) :]
-    return _matches(routes, path.lstrip("/"))
 
 
 def _matches(routes: list[Any], path: str) -> bool:
@@ -152,7 +193,13 @@ class ResourceHTTPRouter:
 
     def handles(self, scope: Any) -> bool:
         """True if a resource answers this request's path."""
-        return leads_to_resource(self.routes, scope)
+        path = scope.get("path", "")
+        root_path = scope.get("root_path", "")
+        if root_path:
+            if not path.startswith(root_path):
+                return False
+            path = path[len(root_path) :]
+        return _matches(self.routes, path.lstrip("/"))
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self.handles(scope):

@@ -1,7 +1,11 @@
 """The routing stack hands over the inner application's coroutine instead of awaiting it
-(``harper_resources.handover``): it must still route, and fail, as Channels' does."""
+(``harper_resources.handover``), and the auth middleware hands a resource its login to do
+first (``handshake.PENDING_LOGIN``): it must still route, log in and fail as Channels'
+stack does, whatever the routes."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from channels.auth import AuthMiddlewareStack
@@ -13,6 +17,8 @@ from django.urls import path, re_path
 from harper_resources import Resource
 from harper_resources.auth import OriginValidator, ResourceAuthMiddlewareStack
 from harper_resources.routing import ResourceRouter
+from tests.conftest import db
+from tests.test_auth import make_user, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -76,3 +82,98 @@ async def test_an_error_comes_out_when_the_application_is_awaited_not_when_it_is
     awaitable = application(scope, None, None)  # raising here is the bug
     with pytest.raises(Exception, match=error):
         await awaitable
+
+
+# The login handed over: only to the resource the router really picks.
+
+
+class WhoAmIConsumer(AsyncWebsocketConsumer):
+    async def connect(self):
+        await self.accept()
+        user = self.scope.get("user")
+        await self.send(text_data=repr(user.get_username() if user is not None else None))
+
+
+class KeyResource(Resource):
+    async def allow_read(self, user):
+        return True
+
+    async def connect(self, incoming_messages):
+        yield {"user": self.user.get_username()}
+
+
+async def test_under_a_prefix_the_login_reaches_the_application_the_router_really_picks():
+    """The stack mounted under ``ws/``: ``/ws/feed`` goes to the plain consumer (routed on
+    ``path_remaining``), though the whole path would match the catch-all resource route."""
+    inner = ResourceAuthMiddlewareStack(
+        ResourceRouter([path("feed", WhoAmIConsumer.as_asgi()), path("<path:key>", KeyResource.as_asgi())])
+    )
+    app = URLRouter([re_path(r"^ws/", inner)])
+    user = await db(make_user)("browser-user")
+    cookie = await db(session_cookie)(user)
+    communicator = WebsocketCommunicator(app, "/ws/feed", headers=cookie)
+    connected, _ = await communicator.connect(timeout=3)
+    try:
+        assert connected
+        assert await communicator.receive_from(timeout=3) == repr("browser-user")
+    finally:
+        await communicator.disconnect()
+    # the resource route still works
+    communicator = WebsocketCommunicator(app, "/ws/other", headers=cookie)
+    connected, _ = await communicator.connect(timeout=3)
+    assert connected
+    assert json.loads(await communicator.receive_from(timeout=3))["user"] == "browser-user"
+    await communicator.disconnect()
+
+
+class CallOverride(Resource):
+    async def allow_read(self, user):
+        return True
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":
+            self.seen_user = scope["user"].get_username()  # e.g. for a log line / metrics
+        await super().__call__(scope, receive, send)
+
+    async def connect(self, incoming_messages):
+        yield {"user": self.user.get_username(), "seen": self.seen_user}
+
+
+async def test_a_resource_with_a_call_of_its_own_sees_the_user_in_its_scope():
+    app = ResourceAuthMiddlewareStack(ResourceRouter([path("me", CallOverride.as_asgi())]))
+    user = await db(make_user)("browser-user")
+    cookie = await db(session_cookie)(user)
+    communicator = WebsocketCommunicator(app, "/me", headers=cookie)
+    connected, _ = await communicator.connect(timeout=3)
+    try:
+        assert connected
+        assert json.loads(await communicator.receive_from(timeout=3)) == {
+            "user": "browser-user",
+            "seen": "browser-user",
+        }
+    finally:
+        await communicator.disconnect()
+
+
+class StaffOnlyRouter(URLRouter):
+    """A URLRouter subclass that checks the user before routing (a common pattern)."""
+
+    async def __call__(self, scope, receive, send):
+        if not scope["user"].is_authenticated:
+            raise ValueError("anonymous")
+        return await super().__call__(scope, receive, send)
+
+
+async def test_a_router_subclass_with_a_call_of_its_own_sees_the_login():
+    app = ResourceAuthMiddlewareStack(
+        ResourceRouter([path("api/", StaffOnlyRouter([path("me", KeyResource.as_asgi())]))])
+    )
+    user = await db(make_user)("browser-user")
+    cookie = await db(session_cookie)(user)
+    communicator = WebsocketCommunicator(app, "/api/me", headers=cookie)
+    connected, _ = await communicator.connect(timeout=3)
+    try:
+        assert connected
+        assert json.loads(await communicator.receive_from(timeout=3))["user"] == "browser-user"
+    finally:
+        await communicator.disconnect()
