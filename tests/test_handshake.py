@@ -12,7 +12,6 @@ import warnings
 import pytest
 from asgiref.sync import SyncToAsync
 from channels.db import DatabaseSyncToAsync, database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import SESSION_KEY
 from django.contrib.sessions.models import Session
@@ -28,6 +27,7 @@ from project.dogs.models import Dog
 from tests.conftest import db
 from tests.resources import PrivateDogs
 from tests.test_auth import basic, make_user, session_cookie
+from tests.test_routing_stack import WhoAmIConsumer, opened
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -259,14 +259,6 @@ async def test_an_open_session_socket_keeps_no_frame_of_the_login_or_the_routing
         await communicator.disconnect()
 
 
-class WhoAmIConsumer(AsyncWebsocketConsumer):
-    """A plain Channels consumer behind the same middleware."""
-
-    async def connect(self):
-        await self.accept()
-        await self.send(text_data=self.scope["user"].get_username())
-
-
 async def test_any_other_application_behind_the_middleware_still_gets_the_login_first():
     stack = ResourceAuthMiddlewareStack(
         ResourceRouter([path("consumer", WhoAmIConsumer.as_asgi()), path("resource", WhoAmI.as_asgi())])
@@ -275,15 +267,8 @@ async def test_any_other_application_behind_the_middleware_still_gets_the_login_
     cookie = await db(session_cookie)(user)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for where, user_of in (("/consumer", str), ("/resource", lambda text: json.loads(text)["user"])):
-            communicator = WebsocketCommunicator(stack, where, headers=cookie)
-            connected, _ = await communicator.connect(timeout=3)
-            assert connected
-            assert user_of(await communicator.receive_from(timeout=3)) == "browser-user"
-            await communicator.disconnect()
-        refused = WebsocketCommunicator(stack, "/nowhere", headers=cookie)
-        await refused.connect(timeout=3)
-        assert (await refused.receive_output(timeout=3))["code"] == 4404
-        await refused.disconnect()
+        assert await opened(stack, "/consumer", cookie) == repr("browser-user")
+        assert json.loads(await opened(stack, "/resource", cookie))["user"] == "browser-user"
+        assert await opened(stack, "/nowhere", cookie) == 4404
         gc.collect()
     assert not [str(w.message) for w in caught if "never awaited" in str(w.message)], "no coroutine left unstarted"

@@ -31,9 +31,10 @@ class Echo(AsyncWebsocketConsumer):
         await self.send(text_data=self.scope["path"])
 
 
-async def opened(application, where):
-    """What a client of ``where`` gets: the first text frame, or the close code."""
-    communicator = WebsocketCommunicator(application, where)
+async def opened(application, where, headers=()):
+    """What a client of ``where`` (sending ``headers``) gets: the first text frame, or the
+    close code."""
+    communicator = WebsocketCommunicator(application, where, headers=list(headers))
     connected, code = await communicator.connect(timeout=3)
     try:
         if not connected:
@@ -111,19 +112,9 @@ async def test_under_a_prefix_the_login_reaches_the_application_the_router_reall
     app = URLRouter([re_path(r"^ws/", inner)])
     user = await db(make_user)("browser-user")
     cookie = await db(session_cookie)(user)
-    communicator = WebsocketCommunicator(app, "/ws/feed", headers=cookie)
-    connected, _ = await communicator.connect(timeout=3)
-    try:
-        assert connected
-        assert await communicator.receive_from(timeout=3) == repr("browser-user")
-    finally:
-        await communicator.disconnect()
+    assert await opened(app, "/ws/feed", cookie) == repr("browser-user")
     # the resource route still works
-    communicator = WebsocketCommunicator(app, "/ws/other", headers=cookie)
-    connected, _ = await communicator.connect(timeout=3)
-    assert connected
-    assert json.loads(await communicator.receive_from(timeout=3))["user"] == "browser-user"
-    await communicator.disconnect()
+    assert json.loads(await opened(app, "/ws/other", cookie))["user"] == "browser-user"
 
 
 class CallOverride(Resource):
@@ -143,16 +134,7 @@ async def test_a_resource_with_a_call_of_its_own_sees_the_user_in_its_scope():
     app = ResourceAuthMiddlewareStack(ResourceRouter([path("me", CallOverride.as_asgi())]))
     user = await db(make_user)("browser-user")
     cookie = await db(session_cookie)(user)
-    communicator = WebsocketCommunicator(app, "/me", headers=cookie)
-    connected, _ = await communicator.connect(timeout=3)
-    try:
-        assert connected
-        assert json.loads(await communicator.receive_from(timeout=3)) == {
-            "user": "browser-user",
-            "seen": "browser-user",
-        }
-    finally:
-        await communicator.disconnect()
+    assert json.loads(await opened(app, "/me", cookie)) == {"user": "browser-user", "seen": "browser-user"}
 
 
 class StaffOnlyRouter(URLRouter):
@@ -170,10 +152,4 @@ async def test_a_router_subclass_with_a_call_of_its_own_sees_the_login():
     )
     user = await db(make_user)("browser-user")
     cookie = await db(session_cookie)(user)
-    communicator = WebsocketCommunicator(app, "/api/me", headers=cookie)
-    connected, _ = await communicator.connect(timeout=3)
-    try:
-        assert connected
-        assert json.loads(await communicator.receive_from(timeout=3))["user"] == "browser-user"
-    finally:
-        await communicator.disconnect()
+    assert json.loads(await opened(app, "/api/me", cookie))["user"] == "browser-user"
