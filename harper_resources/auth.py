@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -103,27 +104,70 @@ def sends_credentials(scope: dict[str, Any]) -> bool:
     return _basic_credentials(scope) is not None or _bearer_token(scope) is not None
 
 
-async def header_login(scope: dict[str, Any]) -> tuple[Any, tuple[str, str] | None] | None:
-    """The login of an ``Authorization: Basic`` or ``Bearer`` header: None without such a
-    header; ``(None, None)`` when its credentials are wrong, malformed or expired; else
-    ``(user, (method, password fingerprint))``."""
+#: A header login: ``(user, (method, password fingerprint))``, or ``(None, None)`` when
+#: the credentials are wrong, malformed or expired.
+Login = tuple[Any, tuple[str, str] | None]
+
+
+@dataclass(frozen=True)
+class UserCheck:
+    """A login by header whose one step left is the re-check of the user row: user
+    ``pk``, if still active with password fingerprint ``fingerprint`` (a remembered Basic
+    login: ``basic`` holds its credentials; a Bearer token: None)."""
+
+    method: str
+    pk: Any
+    fingerprint: str
+    basic: tuple[str, str] | None = None
+
+    def user(self) -> Any:
+        """The user, or None when the row no longer matches. Sync: one query, in a thread."""
+        return credentials.active_user(self.pk, self.fingerprint)
+
+    async def login(self) -> Login:
+        """The login: ``user()`` on the handshake thread, ``after_failed_check`` if need be."""
+        user = await credentials.active_user_checked(self.pk, self.fingerprint)
+        if user is None:
+            return await self.after_failed_check()
+        return user, (self.method, self.fingerprint)
+
+    async def after_failed_check(self) -> Login:
+        """The login once ``user()`` found nobody: for Basic, the credentials checked in
+        full (the password may be right for a re-hashed one); a Bearer token fails."""
+        user = None if self.basic is None else await credentials.verify_basic(*self.basic)
+        return (None, None) if user is None else (user, (self.method, credentials.fingerprint(user)))
+
+
+#: Scope key of a ``UserCheck`` left to the resource (``header_claim``): a REST write
+#: does it in its own thread hop, then sets the login (``handshake.set_login``).
+USER_CHECK = "harper_resources.user_check"
+
+
+async def header_claim(scope: dict[str, Any]) -> Login | UserCheck | None:
+    """What an ``Authorization: Basic`` or ``Bearer`` header claims: None without such a
+    header; a ``UserCheck`` when only the re-check of the user row is left (a remembered
+    Basic login, a Bearer token); else the login (a Basic password checked in full, or
+    ``(None, None)``)."""
     basic = _basic_credentials(scope)
     token = _bearer_token(scope) if basic is None else None
     if basic is None and token is None:
         return None
-    user = None
     if basic:
         username, password = basic  # type: ignore[misc]
-        user = await credentials.check_basic(username, password)
-        method = "basic"
-    elif token:
-        claims = tokens.read_token(token)
-        if claims is not None:
-            user = await credentials._active_user_in_thread(*claims)
-        method = "bearer"
-    if user is None:
-        return None, None
-    return user, (method, credentials.fingerprint(user))
+        cached = credentials.cached_login(username, password)
+        if cached is not None:
+            return UserCheck("basic", *cached, basic=(username, password))
+        user = await credentials.verify_basic(username, password)
+        return (None, None) if user is None else (user, ("basic", credentials.fingerprint(user)))
+    claims = tokens.read_token(token) if token else None
+    return (None, None) if claims is None else UserCheck("bearer", *claims)
+
+
+async def header_login(scope: dict[str, Any]) -> Login | None:
+    """The login of an ``Authorization: Basic`` or ``Bearer`` header (``header_claim``
+    with its re-check done): None without such a header."""
+    claim = await header_claim(scope)
+    return await claim.login() if isinstance(claim, UserCheck) else claim
 
 
 def ResourceAuthMiddlewareStack(inner: Any) -> Any:

@@ -574,17 +574,19 @@ class Resource(AsyncWebsocketConsumer):  # type: ignore[misc]
     # ASGI plumbing ---------------------------------------------------------------------
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+        # ResourceAuthMiddleware's login, handed over (no frame of its own); over HTTP
+        # REST does it, a write in the same thread hop as the write.
         login = scope.pop(handshake.PENDING_LOGIN, None)
-        if login is not None:  # ResourceAuthMiddleware's, handed over (no frame of its own)
-            await login(scope)
-            login = None  # not kept for the socket's life
         self.scope = scope
         kind = scope["type"]
         if kind == "http":  # REST and event streams on the same path
             from . import http
 
-            await http.serve(self, scope, receive, send)
+            await http.serve(self, scope, receive, send, login)
             return
+        if login is not None:
+            await login(scope)
+            login = None  # not kept for the socket's life
         if kind != "websocket":
             raise ValueError(f"{type(self).__name__} handles WebSocket and HTTP connections only")
         if (await receive())["type"] != "websocket.connect":

@@ -9,9 +9,10 @@
   event streams) the same way: none of them writes the session, so Channels'
   session-saving ``send`` is not needed. It hands back the inner application's coroutine
   instead of awaiting it in a frame of its own: without a login at once; with one, to a
-  ``Resource`` its ``ResourceRouter`` routes to, which logs in first (``PENDING_LOGIN``);
-  any other application is called once the login is done, under a frame of this
-  middleware.
+  ``Resource`` its router routes to, which logs in first (``PENDING_LOGIN``); any other
+  application is called once the login is done, under a frame of this middleware. A
+  REST write re-checks a remembered Basic login (or a Bearer token's user) in the same
+  thread hop as the write (``auth.USER_CHECK``), not in one of its own.
 - ``allow(check, user)``: calls ``allow_read``: an ``async def`` on the event loop, a
   ``def`` whose body is only ``return <constant>`` (``return True``) directly, any other
   ``def`` in a thread (``database_sync_to_async``), where it may use the database.
@@ -170,12 +171,13 @@ class ResourceAuthMiddleware:
             # Channels' AuthMiddleware keeps it.
             scope.setdefault("session", session_store(key))
         elif key or sends_credentials:
-            route = _resource_route(self.inner, scope) if scope["type"] == "websocket" else None
+            route = _resource_route(self.inner, scope)
             if route is not None:
-                # Routed as ResourceRouter would, to a resource, which logs in as the
-                # first step of its own coroutine (it pops PENDING_LOGIN): this
-                # middleware keeps no frame for the socket's life. Any other application
-                # is called once the login is in its scope.
+                # Routed as the router would, to a resource, which logs in as the first
+                # step of its own coroutine (it pops PENDING_LOGIN): this middleware keeps
+                # no frame for the socket's life, and a REST write can re-check a
+                # remembered login in its own thread hop. Any other application is
+                # called once the login is in its scope.
                 application, routed = route
                 routed[PENDING_LOGIN] = functools.partial(self._log_into, key)
                 return application(routed, receive, send)  # type: ignore[no-any-return]
@@ -192,38 +194,55 @@ class ResourceAuthMiddleware:
         del scope  # the application holds what it needs of it
         return await application
 
-    async def _log_into(self, key: str | None, scope: dict[str, Any]) -> None:
+    async def _log_into(self, key: str | None, scope: dict[str, Any], defer_user_check: bool = False) -> None:
         """Set the login in ``scope``: from the Basic or Bearer header (which wins when
-        sent), else from the session cookie ``key`` (no user in the scope yet)."""
-        login = await auth.header_login(scope)
-        if login is not None:
-            user, credential = login
+        sent), else from the session cookie ``key`` (no user in the scope yet). With
+        ``defer_user_check``, a header login whose one step left is the re-check of the
+        user row leaves that step in ``scope[auth.USER_CHECK]`` and sets no user: the
+        caller does it in a thread hop of its own (a REST write), then ``set_login``."""
+        login = await auth.header_claim(scope)
+        if isinstance(login, auth.UserCheck) and not defer_user_check:
+            login = await login.login()
+        if isinstance(login, auth.UserCheck):
             scope["session"] = session_store(key)
-            if user is None:
-                scope["user"] = _anonymous()
-                scope[auth.AUTH_FAILED] = True
-            else:
-                scope["user"] = user
-                scope[auth.AUTH_CREDENTIAL] = credential
+            scope[auth.USER_CHECK] = login
+        elif login is not None:
+            scope["session"] = session_store(key)
+            set_login(scope, *login)
         else:  # no Basic or Bearer header: the session cookie's
             store, user = await executors.handshake_reads.run(session_user, key)
             scope["session"] = store
             scope["user"] = _anonymous() if user is None else user
 
 
+def set_login(scope: dict[str, Any], user: Any, credential: tuple[str, str] | None) -> None:
+    """Put a header login in ``scope``: ``user`` and its ``credential`` (method, password
+    fingerprint), or, for None, an anonymous user and ``auth.AUTH_FAILED``."""
+    if user is None:
+        scope["user"] = _anonymous()
+        scope[auth.AUTH_FAILED] = True
+    else:
+        scope["user"] = user
+        scope[auth.AUTH_CREDENTIAL] = credential
+
+
 #: Scope key of a login still to do, ``await scope.pop(PENDING_LOGIN)(scope)``: what a
 #: ``Resource`` does first when ``ResourceAuthMiddleware`` handed it one (never to a
-#: subclass with a ``__call__`` of its own: that one is called after the login).
+#: subclass with a ``__call__`` of its own: that one is called after the login). Over
+#: HTTP, REST does it (``rest.serve``), for a write with ``defer_user_check``.
 PENDING_LOGIN = "harper_resources.pending_login"
 
 
 def _resource_route(inner: Any, scope: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
-    """``(resource application, routed scope)`` if ``inner`` is a ``ResourceRouter`` (its
-    own ``__call__``) that routes ``scope`` to a ``Resource`` whose coroutine starts with
-    ``PENDING_LOGIN`` (``routing.resource_route``); else None."""
+    """``(resource application, routed scope)`` if ``inner`` is a ``ResourceRouter`` or a
+    ``URLRouter`` (their own ``__call__``, as ``ResourceHTTPRouter`` uses) that routes
+    ``scope`` to a ``Resource`` whose coroutine starts with ``PENDING_LOGIN``
+    (``routing.resource_route``); else None."""
+    from channels.routing import URLRouter
+
     from .routing import ResourceRouter, resource_route  # routing imports auth, which imports this
 
-    if type(inner).__call__ is not ResourceRouter.__call__:
+    if type(inner).__call__ not in (ResourceRouter.__call__, URLRouter.__call__):
         return None
     return resource_route(inner, scope)
 

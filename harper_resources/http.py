@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+#: A login still to do: ``await login(scope, defer_user_check)`` (``handshake.PENDING_LOGIN``).
+Login = Callable[..., Awaitable[None]]
 
 EVENT_STREAM = "text/event-stream"
 JSON = "application/json"
@@ -120,14 +122,19 @@ def credentials_failed(scope: dict[str, Any]) -> bool:
     return bool(scope.get(AUTH_FAILED))
 
 
-async def serve(resource: Resource, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+async def serve(
+    resource: Resource, scope: dict[str, Any], receive: Receive, send: Send, login: Login | None = None
+) -> None:
     """Answer one HTTP request on ``resource``'s path: an event stream for ``Accept:
-    text/event-stream``, REST for everything else."""
+    text/event-stream``, REST for everything else. ``login``: the login still to do
+    (``handshake.PENDING_LOGIN``), if any."""
     if wants_event_stream(scope):
         from . import sse
 
+        if login is not None:
+            await login(scope)
         await sse.serve_events(resource, scope, receive, send)
         return
     from . import rest
 
-    await rest.serve(resource, scope, receive, send)
+    await rest.serve(resource, scope, receive, send, login)

@@ -30,8 +30,8 @@ from django.db.models.fields import AutoFieldMixin
 from django.forms.models import modelform_factory
 from django.middleware.csrf import CsrfViewMiddleware
 
-from . import broadcast, codecs, http, protocol, tables
-from .auth import AUTH_CREDENTIAL
+from . import broadcast, codecs, handshake, http, protocol, tables
+from .auth import AUTH_CREDENTIAL, USER_CHECK
 from .conf import settings
 from .exceptions import NotAcceptable
 
@@ -116,9 +116,12 @@ def decode_body(scope: dict[str, Any], body: bytes) -> Any:
         raise ValueError(f"The body is not valid {codec.name}: {type(exc).__name__}") from None
 
 
-async def serve(resource: Resource, scope: dict[str, Any], receive: http.Receive, send: http.Send) -> None:
-    """Answer one REST request. Any error of the resource's code answers 500 with a
-    generic body (the exception is logged, never sent)."""
+async def serve(
+    resource: Resource, scope: dict[str, Any], receive: http.Receive, send: http.Send, login: http.Login | None = None
+) -> None:
+    """Answer one REST request (``login``: the login still to do, if any). Any error of
+    the resource's code answers 500 with a generic body (the exception is logged, never
+    sent)."""
     head = scope.get("method") == "HEAD"
     try:
         # Accept, or a .msgpack/.cbor suffix on the path (taken off the id): the answer's
@@ -128,7 +131,7 @@ async def serve(resource: Resource, scope: dict[str, Any], receive: http.Receive
         await http.respond_json(send, 406, {"error": exc.reason}, head=head)
         return
     try:
-        status, value, headers = await _handle(resource, scope, receive)
+        status, value, headers = await _handle(resource, scope, receive, login)
     except ClientGone:
         return
     except Answer as answer:
@@ -150,8 +153,16 @@ def allowed_methods(resource: Resource) -> tuple[str, ...]:
     return COLLECTION_METHODS if resource.id is None else RECORD_METHODS
 
 
-async def _handle(resource: Resource, scope: dict[str, Any], receive: http.Receive) -> tuple[int, Any, list[Any]]:
+async def _handle(
+    resource: Resource, scope: dict[str, Any], receive: http.Receive, login: http.Login | None
+) -> tuple[int, Any, list[Any]]:
     method = str(scope.get("method", "GET")).upper()
+    hook: Callable[..., Any] = resource.allow_delete if method == "DELETE" else resource.allow_update
+    # A write with a def permission hook is one thread hop (_write_record), which also
+    # re-checks a remembered Basic login or a Bearer token's user (auth.USER_CHECK).
+    one_hop = method in ("PUT", "PATCH", "DELETE") and not inspect.iscoroutinefunction(hook)
+    if login is not None:
+        await login(scope, one_hop)
     if not http.bind(resource, scope):
         raise error(404, "No record at this path")
     allowed = allowed_methods(resource)
@@ -178,28 +189,34 @@ async def _handle(resource: Resource, scope: dict[str, Any], receive: http.Recei
         collection = scope.get("path", "/")
         location = collection.rstrip("/") + "/" + quote(tables.key(pk), safe="")
         return 201, value, [("Location", location)]
-    hook = resource.allow_delete if method == "DELETE" else resource.allow_update
-    if not inspect.iscoroutinefunction(hook):
-        # The common case, a def hook: the whole write in one thread hop.
-        answer: tuple[int, Any, list[Any]] = await database_sync_to_async(_write_record)(
-            resource, scope, method, body, hook
-        )
+    if one_hop:
+        answer: tuple[int, Any, list[Any]] | None = await _write_record_in_thread(resource, scope, method, body, hook)
+        if answer is None:  # the remembered login's user row no longer matched
+            await _check_in_full(resource, scope)
+            if http.credentials_failed(scope):
+                raise error(401, "Wrong or expired credentials")
+            answer = await _write_record_in_thread(resource, scope, method, body, hook)
+        assert answer is not None  # the login is done: no check left
         return answer
     record = await database_sync_to_async(_visible)(resource)
     if record is None:
         raise error(404, "No record at this path")
     _refuse_unless(resource, await hook(resource.user, record))
     await _check_csrf(scope, body)
-    answer = await database_sync_to_async(_write)(resource, scope, method, body)
-    return answer
+    written: tuple[int, Any, list[Any]] = await database_sync_to_async(_write)(resource, scope, method, body)
+    return written
 
 
 def _write_record(
     resource: Resource, scope: dict[str, Any], method: str, body: bytes, hook: Callable[..., Any]
-) -> tuple[int, Any, list[Any]]:
+) -> tuple[int, Any, list[Any]] | None:
     """``PUT``, ``PATCH`` or ``DELETE`` of the record at this path with a def permission
-    hook, checked in the same order as with an async one: 404, 401/403, CSRF, body."""
+    hook, checked in the same order as with an async one: 404, 401/403, CSRF, body.
+    First the login's re-check of the user row, when it was left to this hop
+    (``auth.USER_CHECK``): None when that row no longer matches (nothing written)."""
     with transaction.atomic(using=_write_db(resource)):
+        if not _finish_user_check(resource, scope):
+            return None
         record = _visible(resource, lock=True)
         if record is None:
             raise error(404, "No record at this path")
@@ -207,6 +224,34 @@ def _write_record(
         if scope.get(AUTH_CREDENTIAL) is None:
             _refuse_forged(_csrf_refusal(scope, body))
         return _write(resource, scope, method, body, record)
+
+
+#: Built once: making a ``database_sync_to_async`` wrapper costs more than the call.
+_write_record_in_thread = database_sync_to_async(_write_record)
+
+
+def _finish_user_check(resource: Resource, scope: dict[str, Any]) -> bool:
+    """Do the login's re-check of the user row left in ``scope[USER_CHECK]``, if any (sync,
+    in the write's thread hop): True when there was none or the user still matches (the
+    login set in the scope and on ``resource``), False when not (the check left for
+    ``_check_in_full``)."""
+    check = scope.get(USER_CHECK)
+    if check is None:
+        return True
+    user = check.user()
+    if user is None:
+        return False
+    del scope[USER_CHECK]
+    handshake.set_login(scope, user, (check.method, check.fingerprint))
+    resource.user = user
+    return True
+
+
+async def _check_in_full(resource: Resource, scope: dict[str, Any]) -> None:
+    """After a failed re-check (``_finish_user_check``): the login's credentials checked in
+    full (a Basic password may be right for a re-hashed one), the result in the scope."""
+    handshake.set_login(scope, *await scope.pop(USER_CHECK).after_failed_check())
+    resource.user = scope["user"]
 
 
 def _write(

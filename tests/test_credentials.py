@@ -8,6 +8,9 @@ import time
 import pytest
 from django.core.management import call_command
 from django.test import override_settings
+from django.utils.crypto import salted_hmac
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harper_resources import credentials, tokens
 from project.dogs.models import Dog
@@ -91,3 +94,13 @@ async def test_wrong_passwords_being_hashed_do_not_delay_an_anonymous_client(ws,
     for client in await asyncio.gather(*attackers):
         assert await client.closed_with(timeout=10) == 3000
     assert waited < 0.5, f"the anonymous client waited {waited:.2f} s behind password hashing"
+
+
+@settings(max_examples=60, deadline=None)
+@given(salt=st.text(max_size=40), value=st.text(max_size=200), secret=st.text(min_size=1, max_size=60))
+def test_the_keyed_digest_is_djangos_salted_hmac_for_any_secret(salt, value, secret):
+    # Fingerprints are inside every Bearer token handed out, and cached logins are keyed
+    # by these digests: the derived-once key must give Django's digest, and follow a
+    # change of SECRET_KEY.
+    with override_settings(SECRET_KEY=secret):
+        assert credentials.keyed_digest(salt, value) == salted_hmac(salt, value, algorithm="sha256").hexdigest()

@@ -16,7 +16,7 @@ from django.test import override_settings
 from django.urls import path
 from django.utils.crypto import get_random_string
 
-from harper_resources import Resource, tokens
+from harper_resources import Resource, credentials, tokens
 from harper_resources.routing import resource_application
 from project.dogs.models import Dog
 from tests import resources
@@ -498,6 +498,82 @@ async def test_basic_and_bearer_write_without_a_csrf_token(editor):
     bearer = [(b"authorization", f"Bearer {tokens.make_token(user)}".encode())]
     response = await call("PATCH", f"/dog/{dog.pk}", {"name": "Bearer"}, headers=bearer)
     assert (response.status, response.json()["name"]) == (200, "Bearer")
+
+
+# A remembered login is re-checked in the write's own thread hop ------------------------
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+async def test_a_write_with_a_remembered_basic_login_rechecks_the_user_row_in_the_writes_own_hop(
+    editor, method, monkeypatch
+):
+    dog = await db(Dog.objects.create)(name="Rex")
+    assert (await call("PATCH", f"/dog/{dog.pk}", {"name": "First"}, headers=editor)).status == 200  # remembered
+    rechecked = []
+    active_user = credentials.active_user
+
+    def counting(pk, fingerprint):
+        rechecked.append(pk)
+        return active_user(pk, fingerprint)
+
+    async def separate_hop(pk, fingerprint):
+        raise AssertionError("the write re-checked the login in a thread hop of its own")
+
+    monkeypatch.setattr(credentials, "active_user", counting)
+    monkeypatch.setattr(credentials, "active_user_checked", separate_hop)
+    body = {"name": "Second", "breed": "Beagle", "age": 3} if method == "PUT" else {"name": "Second"}
+    response = await call(method, f"/dog/{dog.pk}", None if method == "DELETE" else body, headers=editor)
+    assert response.status == (204 if method == "DELETE" else 200)
+    editor_pk = (await db(User.objects.get)(username="editor")).pk
+    assert rechecked == [editor_pk]
+    remaining = await db(lambda: list(Dog.objects.filter(pk=dog.pk).values_list("name", flat=True)))()
+    assert remaining == ([] if method == "DELETE" else ["Second"])
+
+
+def _change_password(user):
+    user.set_password("a-new-password")
+    user.save()
+
+
+def _deactivate(user):
+    user.is_active = False
+    user.save()
+
+
+@pytest.mark.parametrize("change", [_change_password, _deactivate])
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+async def test_a_write_with_a_remembered_login_that_no_longer_holds_is_refused_401_and_writes_nothing(
+    editor, change, method
+):
+    dog = await db(Dog.objects.create)(name="Rex")
+    user = await db(User.objects.get)(username="editor")
+    bearer = [(b"authorization", f"Bearer {tokens.make_token(user)}".encode())]
+    assert (await call("PATCH", f"/dog/{dog.pk}", {"name": "Before"}, headers=editor)).status == 200
+    await db(change)(user)
+    for headers in (editor, bearer):
+        response = await call(
+            method, f"/dog/{dog.pk}", None if method == "DELETE" else {"name": "After"}, headers=headers
+        )
+        assert response.status == 401
+        assert response.headers["www-authenticate"].startswith("Basic")
+    assert await db(lambda: Dog.objects.get(pk=dog.pk).name)() == "Before"
+
+
+async def test_a_write_with_a_remembered_login_whose_hash_was_renewed_checks_the_password_in_full(editor):
+    # The same password hashed again (a new salt, as a hasher upgrade does): the
+    # remembered fingerprint no longer matches, but the password is still right.
+    dog = await db(Dog.objects.create)(name="Rex")
+    assert (await call("PATCH", f"/dog/{dog.pk}", {"name": "Before"}, headers=editor)).status == 200
+
+    def rehash():
+        user = User.objects.get(username="editor")
+        user.set_password(PASSWORD)
+        user.save()
+
+    await db(rehash)()
+    response = await call("PATCH", f"/dog/{dog.pk}", {"name": "After"}, headers=editor)
+    assert (response.status, response.json()["name"]) == (200, "After")
+    assert await db(lambda: Dog.objects.get(pk=dog.pk).name)() == "After"
 
 
 # Subscribers see REST writes --------------------------------------------------------------
