@@ -55,6 +55,11 @@ DEFAULTS: dict[str, Any] = {
     "AUTH_CACHE_SECONDS": 60.0,
     # Threads that check passwords (hash) per process; more checks wait their turn.
     "PASSWORD_HASH_THREADS": 2,
+    # Threads per process that run REST writes on a database that locks rows
+    # (PostgreSQL, MySQL, Oracle), so a write waiting on its round trips does not hold
+    # up the next; 1 runs them on the thread database_sync_to_async shares. SQLite's
+    # writes always run there (its writers wait for each other anyway).
+    "WRITE_THREADS": 4,
     # Every this many seconds a server process checks its logged-in connections again and
     # closes those whose user lost access (3000 or 3003). 0 turns it off.
     "REAUTH_INTERVAL": 5.0,

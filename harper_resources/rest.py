@@ -21,16 +21,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django import forms
 from django.core.exceptions import DisallowedHost, ValidationError
-from django.db import IntegrityError, models, router, transaction
+from django.db import IntegrityError, close_old_connections, connections, models, router, transaction
 from django.db.models.deletion import ProtectedError, RestrictedError
 from django.db.models.fields import AutoFieldMixin
 from django.forms.models import modelform_factory
 from django.middleware.csrf import CsrfViewMiddleware
 
-from . import broadcast, codecs, handshake, http, protocol, tables
+from . import broadcast, codecs, executors, handshake, http, protocol, tables
 from .auth import AUTH_CREDENTIAL, USER_CHECK
 from .conf import settings
 from .exceptions import NotAcceptable
@@ -227,7 +228,41 @@ def _write_record(
 
 
 #: Built once: making a ``database_sync_to_async`` wrapper costs more than the call.
-_write_record_in_thread = database_sync_to_async(_write_record)
+_write_record_on_shared_thread = database_sync_to_async(_write_record)
+#: Threads of REST writes on a database that locks rows (``WRITE_THREADS``).
+_write_pool = executors.ProcessPool("harper-rest-write", lambda: int(settings.WRITE_THREADS))
+_pooled_writes: dict[Any, Any] = {}
+
+
+def _write_record_closing(*args: Any) -> tuple[int, Any, list[Any]] | None:
+    """``_write_record`` between two ``close_old_connections()``, called inside the
+    thread's call (``database_sync_to_async`` calls them outside it, where a pool
+    thread's connection is not seen: it stayed open)."""
+    close_old_connections()
+    try:
+        return _write_record(*args)
+    finally:
+        close_old_connections()
+
+
+async def _write_record_in_thread(
+    resource: Resource, scope: dict[str, Any], method: str, body: bytes, hook: Callable[..., Any]
+) -> tuple[int, Any, list[Any]] | None:
+    """``_write_record`` in a thread: on a database that locks rows (``FOR UPDATE``:
+    PostgreSQL, MySQL, Oracle) in the write pool (``WRITE_THREADS``), writes of other
+    records running meanwhile, each thread with its own connection, as Django runs sync
+    views under ASGI; on SQLite, or with ``WRITE_THREADS = 1``, on the one thread
+    ``database_sync_to_async`` shares with user code (concurrent SQLite writers would
+    fail with "database is locked" instead of waiting)."""
+    call = _write_record_on_shared_thread
+    if settings.WRITE_THREADS > 1 and connections[_write_db(resource)].features.has_select_for_update:
+        pool = _write_pool()
+        call = _pooled_writes.get(pool)
+        if call is None:  # one wrapper per pool (a process made by fork() makes its own)
+            _pooled_writes.clear()
+            call = _pooled_writes[pool] = sync_to_async(_write_record_closing, thread_sensitive=False, executor=pool)
+    answer: tuple[int, Any, list[Any]] | None = await call(resource, scope, method, body, hook)
+    return answer
 
 
 def _finish_user_check(resource: Resource, scope: dict[str, Any]) -> bool:

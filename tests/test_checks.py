@@ -113,6 +113,13 @@ def test_the_auth_settings_are_checked_as_E003():
         assert f"HARPER_RESOURCES_{name} " in named
 
 
+@override_settings(HARPER_RESOURCES_WRITE_THREADS=0)
+def test_the_rest_write_threads_are_checked_as_E003():
+    errors = check_settings()
+    assert ids(errors) == ["harper_resources.E003"]
+    assert "HARPER_RESOURCES_WRITE_THREADS " in errors[0].msg
+
+
 @override_settings(HARPER_RESOURCES_EAGER_SEND="no")
 def test_eager_send_must_be_a_boolean():
     errors = check_settings()

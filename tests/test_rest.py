@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import threading
 from typing import Any
 
 import pytest
 from channels.testing import HttpCommunicator
 from django.contrib.auth.models import Permission, User
+from django.db import connection
 from django.test import Client as HttpClient
 from django.test import override_settings
 from django.urls import path
@@ -51,7 +53,20 @@ class GuardedDogs(PublicDogs):
         return user.is_authenticated and record.name != "Locked"
 
 
+class HeldDogs(PublicDogs):
+    """Writes of a dog named "Held" wait in their permission hook (a def: it runs in the
+    write's own thread) until ``released`` is set."""
+
+    released = threading.Event()
+
+    def allow_update(self, user, record):
+        if record.name == "Held":
+            assert self.released.wait(10)
+        return True
+
+
 routes = [
+    path("held-dog/<str:id>", HeldDogs.as_asgi()),
     path("dog/<str:id>", PublicDogs.as_asgi()),
     path("dog/", PublicDogs.as_asgi()),
     path("private-dog/<str:id>", resources.PrivateDogs.as_asgi()),
@@ -574,6 +589,26 @@ async def test_a_write_with_a_remembered_login_whose_hash_was_renewed_checks_the
     response = await call("PATCH", f"/dog/{dog.pk}", {"name": "After"}, headers=editor)
     assert (response.status, response.json()["name"]) == (200, "After")
     assert await db(lambda: Dog.objects.get(pk=dog.pk).name)() == "After"
+
+
+async def test_a_write_waiting_in_its_hook_holds_up_writes_of_other_records_only_on_sqlite(editor):
+    # On a database that locks rows (PostgreSQL) REST writes run in a pool of threads
+    # (WRITE_THREADS); on SQLite they share one thread, as its writers wait for each other.
+    held = await db(Dog.objects.create)(name="Held")
+    other = await db(Dog.objects.create)(name="Other")
+    assert (await call("PATCH", f"/dog/{other.pk}", {"age": 1}, headers=editor)).status == 200  # login remembered
+    HeldDogs.released.clear()
+    try:
+        waiting = asyncio.ensure_future(call("PATCH", f"/held-dog/{held.pk}", {"age": 2}, headers=editor))
+        await asyncio.sleep(0.2)  # the held write is in its hook
+        other_write = asyncio.ensure_future(call("PATCH", f"/held-dog/{other.pk}", {"age": 3}, headers=editor))
+        done, _ = await asyncio.wait([other_write], timeout=1.0)
+        assert not waiting.done()
+        assert bool(done) == connection.features.has_select_for_update
+    finally:
+        HeldDogs.released.set()
+    assert ((await waiting).status, (await other_write).status) == (200, 200)
+    assert await db(lambda: sorted(Dog.objects.values_list("name", "age")))() == [("Held", 2), ("Other", 3)]
 
 
 # Subscribers see REST writes --------------------------------------------------------------
