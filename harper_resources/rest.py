@@ -28,6 +28,7 @@ from django.core.exceptions import DisallowedHost, ValidationError
 from django.db import IntegrityError, close_old_connections, connections, models, router, transaction
 from django.db.models.deletion import ProtectedError, RestrictedError
 from django.db.models.fields import AutoFieldMixin
+from django.db.utils import load_backend
 from django.forms.models import modelform_factory
 from django.middleware.csrf import CsrfViewMiddleware
 
@@ -234,6 +235,20 @@ _write_pool = executors.ProcessPool("harper-rest-write", lambda: int(settings.WR
 _pooled_writes: dict[Any, Any] = {}
 
 
+_row_locking: dict[str, bool] = {}
+
+
+def _locks_rows(alias: str) -> bool:
+    """Does database ``alias`` lock rows (``SELECT ... FOR UPDATE``)? From its backend's
+    features class, once per engine: ``connections[alias]`` on the event loop would make
+    a new connection object in every task."""
+    engine = connections.settings[alias]["ENGINE"]
+    locks = _row_locking.get(engine)
+    if locks is None:
+        locks = _row_locking[engine] = bool(load_backend(engine).DatabaseWrapper.features_class.has_select_for_update)
+    return locks
+
+
 def _write_record_closing(*args: Any) -> tuple[int, Any, list[Any]] | None:
     """``_write_record`` between two ``close_old_connections()``, called inside the
     thread's call (``database_sync_to_async`` calls them outside it, where a pool
@@ -255,7 +270,7 @@ async def _write_record_in_thread(
     ``database_sync_to_async`` shares with user code (concurrent SQLite writers would
     fail with "database is locked" instead of waiting)."""
     call = _write_record_on_shared_thread
-    if settings.WRITE_THREADS > 1 and connections[_write_db(resource)].features.has_select_for_update:
+    if settings.WRITE_THREADS > 1 and _locks_rows(_write_db(resource)):
         pool = _write_pool()
         call = _pooled_writes.get(pool)
         if call is None:  # one wrapper per pool (a process made by fork() makes its own)
