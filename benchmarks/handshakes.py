@@ -197,8 +197,8 @@ WHY = [
     "Where S misses, why: a session handshake reads the database twice where A reads nothing (the session and",
     "its user, in one call on a thread of the app's own; the record's version and row, for its first frame, on",
     "Channels' database thread), two thread hops and about 0.6 ms of database-thread CPU per handshake on this",
-    "machine, and then writes that first frame; A only accepts. The S figure is steady across runs (1.5-1.6 s",
-    "of CPU); A's moves between 0.43 and 0.56 s, and the ratio with it.",
+    "machine, and then writes that first frame; A only accepts. Both figures move with this machine's speed",
+    "from day to day (S 0.97-1.6 s of CPU per 1,000, A 0.24-0.56 s), and the ratio between 2.5 and 4.",
     "Idle memory: with a session cookie the socket's scope keeps the user object, the session store and the",
     "cookies for its life (Channels' scope API): about 1.5 KiB over the same connection without a cookie.",
 ]
