@@ -10,19 +10,22 @@ import threading
 from typing import Any
 
 import pytest
-from channels.testing import HttpCommunicator
+from channels.testing import HttpCommunicator, WebsocketCommunicator
 from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test import Client as HttpClient
 from django.test import override_settings
 from django.urls import path
 from django.utils.crypto import get_random_string
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from harper_resources import Resource, credentials, tokens
 from harper_resources.routing import resource_application
 from project.dogs.models import Dog
 from tests import resources
-from tests.conftest import db
+from tests.conftest import Client, db
 from tests.testapp.models import Gadget, Stamped
 from tests.testapp.resources import GadgetResource, StampedResource, TagResource
 
@@ -644,6 +647,60 @@ async def test_concurrent_patches_leave_every_watcher_on_the_stored_row(ws, edit
     assert frames[-1]["value"] == stored
     assert [frame["version"] for frame in frames] == sorted(frame["version"] for frame in frames)
     assert (await call("GET", f"/dog/{dog.pk}")).json() == stored
+
+
+#: A REST write: method, which of two records, a value.
+rest_writes = st.tuples(st.sampled_from(["PUT", "PATCH", "PATCH", "DELETE"]), st.integers(0, 1), st.integers(0, 30))
+
+
+@hypothesis_settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(writes=st.lists(rest_writes, min_size=2, max_size=10))
+def test_concurrent_rest_writes_in_any_mix_leave_every_watcher_on_the_stored_rows(writes):
+    # All at once: on PostgreSQL through the write pool (row locks order them), on SQLite
+    # one after another on the shared thread. Each watcher ends on its row as stored (a
+    # delete if it is gone), with versions that never go back.
+    make_user("mixer", perms=("change_dog", "delete_dog"))
+    mixer = basic("mixer")
+    pks = [Dog.objects.create(name=f"Dog {n}", breed="Collie", age=0).pk for n in range(2)]
+
+    def body(method, value):
+        if method == "PUT":
+            return {"name": f"Put {value}", "breed": "Beagle", "age": value}
+        return None if method == "DELETE" else {"age": value}
+
+    async def scenario():
+        watchers = []
+        for pk in pks:
+            communicator = WebsocketCommunicator(application, f"/dog/{pk}")
+            assert (await communicator.connect(timeout=3))[0]
+            watchers.append(Client(communicator))
+        try:
+            for watcher in watchers:
+                await watcher.receive()  # the first frame
+            responses = await asyncio.gather(
+                *(call(method, f"/dog/{pks[n]}", body(method, value), headers=mixer) for method, n, value in writes)
+            )
+            assert {response.status for response in responses} <= {200, 204, 404}
+            return [await watcher.until_quiet(quiet=0.7) for watcher in watchers]
+        finally:
+            for watcher in watchers:
+                await watcher.leave()
+
+    try:
+        seen = asyncio.run(scenario())
+        for n, (pk, frames) in enumerate(zip(pks, seen, strict=True)):
+            stored = Dog.objects.filter(pk=pk).values("id", "name", "breed", "age").first()
+            if not frames:  # no write reached this record: it is as created
+                assert stored == {"id": pk, "name": f"Dog {n}", "breed": "Collie", "age": 0}
+                continue
+            assert [frame["version"] for frame in frames] == sorted(frame["version"] for frame in frames)
+            if stored is None:
+                assert frames[-1]["type"] == "delete"
+            else:
+                assert (frames[-1]["type"], frames[-1]["value"]) == ("put", stored)
+    finally:
+        User.objects.filter(username="mixer").delete()
+        Dog.objects.filter(pk__in=pks).delete()
 
 
 # Other keys and field types --------------------------------------------------------------
