@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
@@ -118,7 +118,7 @@ class UserCheck:
     method: str
     pk: Any
     fingerprint: str
-    basic: tuple[str, str] | None = None
+    basic: tuple[str, str] | None = field(default=None, repr=False)  # a password: kept out of reprs and logs
 
     def user(self) -> Any:
         """The user, or None when the row no longer matches. Sync: one query, in a thread."""

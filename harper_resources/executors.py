@@ -19,22 +19,27 @@ T = TypeVar("T")
 
 class ProcessPool:
     """A ``ThreadPoolExecutor`` made at first use in each process: a ``fork()`` child
-    inherits the parent's pool but not its threads, so it makes its own."""
+    inherits the parent's pool but not its threads, so it makes its own. ``workers``
+    (a setting, say) is read at every use: when it changes, the next use gets a new
+    pool of that size, and the old one ends once its calls have (``override_settings``)."""
 
     def __init__(self, name: str, workers: Callable[[], int]) -> None:
         self.name = name
-        self.workers = workers  # read when the pool is made (a setting, say)
+        self.workers = workers
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pid = 0
+        self._size = 0
         self._lock = threading.Lock()
 
     def __call__(self) -> concurrent.futures.ThreadPoolExecutor:
+        size = self.workers()
         with self._lock:
-            if self._pool is None or self._pid != os.getpid():
-                self._pool = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=self.workers(), thread_name_prefix=self.name
-                )
+            if self._pool is None or self._pid != os.getpid() or self._size != size:
+                if self._pool is not None and self._pid == os.getpid():
+                    self._pool.shutdown(wait=False)
+                self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=size, thread_name_prefix=self.name)
                 self._pid = os.getpid()
+                self._size = size
             return self._pool
 
 

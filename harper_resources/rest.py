@@ -25,14 +25,14 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django import forms
 from django.core.exceptions import DisallowedHost, ValidationError
-from django.db import IntegrityError, close_old_connections, connections, models, router, transaction
+from django.db import IntegrityError, OperationalError, close_old_connections, connections, models, router, transaction
 from django.db.models.deletion import ProtectedError, RestrictedError
 from django.db.models.fields import AutoFieldMixin
 from django.db.utils import load_backend
 from django.forms.models import modelform_factory
 from django.middleware.csrf import CsrfViewMiddleware
 
-from . import broadcast, codecs, executors, handshake, http, protocol, tables
+from . import broadcast, codecs, executors, handshake, http, metrics, protocol, tables
 from .auth import AUTH_CREDENTIAL, USER_CHECK
 from .conf import settings
 from .exceptions import NotAcceptable
@@ -182,7 +182,14 @@ async def _handle(
         if resource.id is None:
             return 200, await database_sync_to_async(_list)(resource), []
         return 200, await database_sync_to_async(_get)(resource), []
-    body = await _read_body(scope, receive)
+    try:
+        body = await _read_body(scope, receive)
+    except Answer:
+        if USER_CHECK in scope:  # left to the write's hop: credentials that no longer hold answer 401 first
+            await _check_user_now(resource, scope)
+            if http.credentials_failed(scope):
+                raise error(401, "Wrong or expired credentials") from None
+        raise
     if method == "POST":
         await _permit(resource, resource.allow_create, resource.user)
         await _check_csrf(scope, body)
@@ -276,8 +283,38 @@ async def _write_record_in_thread(
         if call is None:  # one wrapper per pool (a process made by fork() makes its own)
             _pooled_writes.clear()
             call = _pooled_writes[pool] = sync_to_async(_write_record_closing, thread_sensitive=False, executor=pool)
-    answer: tuple[int, Any, list[Any]] | None = await call(resource, scope, method, body, hook)
-    return answer
+    attempt = 1
+    while True:
+        try:
+            answer: tuple[int, Any, list[Any]] | None = await call(resource, scope, method, body, hook)
+            return answer
+        except OperationalError as exc:
+            # Rolled back whole: writes of one record through its parent and its child
+            # table (multi-table inheritance), from this pool or another process, can
+            # take their row locks in opposite orders, and the database aborts one.
+            if not _deadlocked(exc):
+                raise
+            if attempt == DEADLOCK_ATTEMPTS:
+                raise error(409, "The database refused the change (a deadlock with concurrent writes)") from None
+            metrics.count("write_deadlock_retried")
+            attempt += 1
+
+
+#: How many times a REST write the database aborted as a deadlock is tried.
+DEADLOCK_ATTEMPTS = 3
+#: SQLSTATEs of a transaction the database aborted to break a deadlock or a conflict
+#: (PostgreSQL: deadlock_detected, serialization_failure), and MySQL's error numbers.
+_DEADLOCK_STATES = frozenset({"40P01", "40001"})
+_MYSQL_DEADLOCKS = frozenset({1213})
+
+
+def _deadlocked(exc: OperationalError) -> bool:
+    """Was ``exc`` the database aborting the transaction to break a deadlock?"""
+    cause = exc.__cause__
+    state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    if state in _DEADLOCK_STATES:
+        return True
+    return bool(exc.args) and exc.args[0] in _MYSQL_DEADLOCKS
 
 
 def _finish_user_check(resource: Resource, scope: dict[str, Any]) -> bool:
@@ -295,6 +332,13 @@ def _finish_user_check(resource: Resource, scope: dict[str, Any]) -> bool:
     handshake.set_login(scope, user, (check.method, check.fingerprint))
     resource.user = user
     return True
+
+
+async def _check_user_now(resource: Resource, scope: dict[str, Any]) -> None:
+    """The login's re-check left in ``scope[USER_CHECK]``, done now in a hop of its own
+    (the request is answered before its write's hop: a body refused 413, say)."""
+    handshake.set_login(scope, *await scope.pop(USER_CHECK).login())
+    resource.user = scope["user"]
 
 
 async def _check_in_full(resource: Resource, scope: dict[str, Any]) -> None:

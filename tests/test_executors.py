@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from harper_resources.executors import DatabaseThread
+from harper_resources.executors import DatabaseThread, ProcessPool
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
 
@@ -84,3 +84,17 @@ async def test_a_caller_cancelled_while_its_call_runs_gets_the_cancellation_not_
     release.set()
     with pytest.raises(asyncio.CancelledError):
         await call
+
+
+def test_a_process_pool_follows_a_change_of_its_size_setting():
+    # WRITE_THREADS and PASSWORD_HASH_THREADS are read at every use (override_settings).
+    size = [2]
+    pool = ProcessPool("harper-test", lambda: size[0])
+    first = pool()
+    assert pool() is first and first._max_workers == 2
+    size[0] = 3
+    resized = pool()
+    assert resized is not first and resized._max_workers == 3
+    with pytest.raises(RuntimeError):  # the old pool was shut down (its running calls end first)
+        first.submit(print)
+    resized.shutdown()

@@ -1,6 +1,6 @@
 from harper_resources import Resource
 
-from .models import Animal, Gadget, Stamped, Tag
+from .models import Animal, Cat, Gadget, Stamped, Tag
 
 
 class PublicResource(Resource):
@@ -22,3 +22,7 @@ class StampedResource(PublicResource):
 
 class AnimalResource(PublicResource):
     model = Animal
+
+
+class CatResource(PublicResource):
+    model = Cat
