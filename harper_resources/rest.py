@@ -17,8 +17,8 @@ import io
 import json
 import logging
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, quote
 
 from asgiref.sync import sync_to_async
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .consumers import Resource
 
 logger = logging.getLogger("harper_resources")
+T = TypeVar("T")
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 RECORD_METHODS = ("GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -194,7 +195,7 @@ async def _handle(
         await _permit(resource, resource.allow_create, resource.user)
         await _check_csrf(scope, body)
         data = _data(scope, body)
-        pk, value = await database_sync_to_async(_create)(resource, data)
+        pk, value = await _retrying_deadlocks(database_sync_to_async(_create), resource, data)
         collection = scope.get("path", "/")
         location = collection.rstrip("/") + "/" + quote(tables.key(pk), safe="")
         return 201, value, [("Location", location)]
@@ -212,7 +213,9 @@ async def _handle(
         raise error(404, "No record at this path")
     _refuse_unless(resource, await hook(resource.user, record))
     await _check_csrf(scope, body)
-    written: tuple[int, Any, list[Any]] = await database_sync_to_async(_write)(resource, scope, method, body)
+    written: tuple[int, Any, list[Any]] = await _retrying_deadlocks(
+        database_sync_to_async(_write), resource, scope, method, body
+    )
     return written
 
 
@@ -283,15 +286,21 @@ async def _write_record_in_thread(
         if call is None:  # one wrapper per pool (a process made by fork() makes its own)
             _pooled_writes.clear()
             call = _pooled_writes[pool] = sync_to_async(_write_record_closing, thread_sensitive=False, executor=pool)
+    answer: tuple[int, Any, list[Any]] | None = await _retrying_deadlocks(call, resource, scope, method, body, hook)
+    return answer
+
+
+async def _retrying_deadlocks(call: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``await call(*args)`` (a write in a thread, in a transaction of its own), again if
+    the database aborted it as a deadlock, ``DEADLOCK_ATTEMPTS`` times in all, then 409.
+    Writes of one record through its parent and its child table (multi-table
+    inheritance), from the write pool or another process, can take their row locks in
+    opposite orders; the aborted one was rolled back whole."""
     attempt = 1
     while True:
         try:
-            answer: tuple[int, Any, list[Any]] | None = await call(resource, scope, method, body, hook)
-            return answer
+            return await call(*args)
         except OperationalError as exc:
-            # Rolled back whole: writes of one record through its parent and its child
-            # table (multi-table inheritance), from this pool or another process, can
-            # take their row locks in opposite orders, and the database aborts one.
             if not _deadlocked(exc):
                 raise
             if attempt == DEADLOCK_ATTEMPTS:
